@@ -15,7 +15,7 @@ mod types;
 pub mod contract;
 
 pub use error::StoreError;
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore};
 pub use types::{
     Compare, Event, EventKind, KeyValue, LeaseId, Op, Revision, Txn, TxnResponse, WatchStream,
 };

@@ -104,7 +104,9 @@ impl Op {
 
     /// A delete of one key.
     pub fn delete(key: impl AsRef<[u8]>) -> Op {
-        Op::Delete { key: Bytes::copy_from_slice(key.as_ref()) }
+        Op::Delete {
+            key: Bytes::copy_from_slice(key.as_ref()),
+        }
     }
 }
 

@@ -1,0 +1,232 @@
+//! The DNS server: UDP and TCP on one address, answering from the index cache.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glass_snapshot::SnapshotHandle;
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tracing::{Level, debug, enabled, warn};
+
+use crate::answer::{self, Outcome, Transport};
+use crate::cache::IndexCache;
+use crate::config::{DnsConfig, Domain};
+use crate::metrics::DnsMetrics;
+use crate::wire::{self, QNAME_OFFSET};
+
+/// How long a TCP connection may sit idle between queries (RFC 7766 §6.2.3).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Open TCP connections beyond this are closed at once.
+const MAX_TCP_CONNECTIONS: usize = 512;
+/// How often to try for a TCP port equal to the ephemeral UDP port.
+const BIND_ATTEMPTS: usize = 16;
+/// Most UDP receive loops on the shared socket.
+const MAX_UDP_WORKERS: usize = 4;
+
+/// A bound DNS server; [`DnsServer::run`] serves until shutdown.
+#[derive(Debug)]
+pub struct DnsServer {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cache: IndexCache,
+    metrics: Arc<DnsMetrics>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `addr`. With port 0 both get the same ephemeral
+    /// port. Fails with `InvalidInput` on a bad `config`.
+    pub fn bind(
+        addr: SocketAddr,
+        config: DnsConfig,
+        snapshots: SnapshotHandle,
+        metrics: Arc<DnsMetrics>,
+    ) -> io::Result<DnsServer> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let domain = Domain::parse(&config.domain).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (udp, tcp) = bind_pair(addr)?;
+        let local_addr = udp.local_addr()?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        let ns_addr = Some(local_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let cache = IndexCache::new(snapshots, config, domain, ns_addr);
+        Ok(DnsServer { udp, tcp, local_addr, shared: Arc::new(Shared { cache, metrics }) })
+    }
+
+    /// The address both sockets are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves on the current tokio runtime until `shutdown` completes; then
+    /// stops every task it started, open TCP connections included.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let udp = Arc::new(UdpSocket::from_std(self.udp)?);
+        let tcp = TcpListener::from_std(self.tcp)?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_UDP_WORKERS);
+        let mut tasks = JoinSet::new();
+        for _ in 0..workers {
+            tasks.spawn(serve_udp(udp.clone(), self.shared.clone()));
+        }
+        tasks.spawn(serve_tcp(tcp, self.shared.clone()));
+        tasks.spawn(warm(self.shared.clone()));
+        debug!(addr = %self.local_addr, udp_workers = workers, "DNS serving");
+        tokio::select! {
+            () = shutdown => {}
+            Some(ended) = tasks.join_next() => warn!(?ended, "DNS task ended unexpectedly; stopping"),
+        }
+        tasks.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Binds UDP, then TCP on the same port; with port 0, retries until the
+/// ephemeral UDP port is free for TCP too.
+fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..BIND_ATTEMPTS {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        match std::net::TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no common UDP/TCP port")))
+}
+
+/// Builds the index of each new snapshot as soon as it is published, so
+/// queries rarely pay for it.
+async fn warm(shared: Arc<Shared>) {
+    let mut changes = shared.cache.snapshots().subscribe();
+    loop {
+        let indexed = shared.cache.get();
+        debug!(revision = indexed.index.revision(), names = indexed.index.len(), "DNS index ready");
+        if changes.changed().await.is_err() {
+            // The catalog is gone; queries still build lazily.
+            return std::future::pending().await;
+        }
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(usize::from(answer::MAX_UDP_PAYLOAD));
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here on Linux; they
+                // concern one peer, not the socket.
+                debug!(error = %e, "DNS UDP receive failed");
+                if !matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let query = &buf[..len];
+        let indexed = shared.cache.get();
+        let Some(outcome) = answer::answer(&indexed.index, query, Transport::Udp, &mut out) else {
+            shared.metrics.dropped();
+            continue;
+        };
+        if let Err(e) = socket.send_to(&out, peer).await {
+            debug!(%peer, error = %e, "DNS UDP send failed");
+        }
+        finish(&shared, query, peer, Transport::Udp, outcome, started);
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving UDP.
+                warn!(error = %e, "DNS TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_TCP_CONNECTIONS {
+            debug!(%peer, "DNS TCP connection refused: too many open");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(stream, peer, shared.clone()));
+    }
+}
+
+/// Answers length-prefixed queries (RFC 1035 §4.2.2) until the peer closes,
+/// idles, or sends something that cannot be a message.
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(16 * 1024, reader);
+    let mut query = vec![0u8; usize::from(u16::MAX)];
+    let mut out = Vec::with_capacity(4096);
+    let mut pending = Vec::with_capacity(4096);
+    loop {
+        let Ok(Ok(len)) = timeout(TCP_IDLE, reader.read_u16()).await else { break };
+        let len = usize::from(len);
+        match timeout(TCP_IDLE, reader.read_exact(&mut query[..len])).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let started = Instant::now();
+        let indexed = shared.cache.get();
+        let Some(outcome) = answer::answer(&indexed.index, &query[..len], Transport::Tcp, &mut out) else {
+            shared.metrics.dropped();
+            break;
+        };
+        // Answers never exceed 65535 bytes: the TCP limit is enforced while writing them.
+        pending.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        pending.extend_from_slice(&out);
+        // Pipelined queries already read get their answers in one write.
+        if !complete_message_buffered(reader.buffer()) {
+            if writer.write_all(&pending).await.is_err() {
+                break;
+            }
+            pending.clear();
+        }
+        finish(&shared, &query[..len], peer, Transport::Tcp, outcome, started);
+    }
+}
+
+fn complete_message_buffered(buffer: &[u8]) -> bool {
+    match buffer {
+        [high, low, rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([*high, *low])),
+        _ => false,
+    }
+}
+
+/// Records metrics and the debug query log for one answer.
+fn finish(shared: &Shared, query: &[u8], peer: SocketAddr, transport: Transport, outcome: Outcome, started: Instant) {
+    shared.metrics.answered(outcome.qtype, outcome.rcode, outcome.truncated, started.elapsed());
+    if enabled!(Level::DEBUG) {
+        let name = query.get(QNAME_OFFSET..QNAME_OFFSET + outcome.name_len).map(wire::name_to_string);
+        debug!(
+            %peer,
+            ?transport,
+            qname = name.as_deref().unwrap_or(""),
+            qtype = %outcome.qtype.map(RecordType::from).map_or_else(String::new, |t| t.to_string()),
+            rcode = outcome.rcode.as_str(),
+            truncated = outcome.truncated,
+            "DNS query"
+        );
+    }
+}
