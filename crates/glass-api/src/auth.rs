@@ -9,7 +9,11 @@ use crate::{ApiError, ApiState};
 
 /// Requires `Authorization: Bearer <token>` on every request that can
 /// change something; reads stay open (the API listens on loopback by default).
-pub(crate) async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mutation = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if let (true, Some(token)) = (mutation, state.token.as_deref()) {
         let given = req
@@ -18,8 +22,12 @@ pub(crate) async fn require_token(State(state): State<ApiState>, req: Request, n
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let detail = match given {
-            None => Some("this request changes the catalog and needs Authorization: Bearer <token> (the token is in <data-dir>/token)"),
-            Some(given) if !constant_time_eq(given.as_bytes(), token.as_bytes()) => Some("the bearer token is wrong"),
+            None => Some(
+                "this request changes the catalog and needs Authorization: Bearer <token> (the token is in <data-dir>/token)",
+            ),
+            Some(given) if !constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+                Some("the bearer token is wrong")
+            }
             Some(_) => None,
         };
         if let Some(detail) = detail {

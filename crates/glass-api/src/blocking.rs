@@ -32,9 +32,14 @@ impl Blocking {
         let index = params.revision("index")?;
         let wait = params.duration("wait", MAX_WAIT)?;
         if wait.is_some() && index.is_none() {
-            return Err(ApiError::bad_request("wait: only meaningful with index=<revision>"));
+            return Err(ApiError::bad_request(
+                "wait: only meaningful with index=<revision>",
+            ));
         }
-        Ok(Blocking { index, wait: wait.unwrap_or(DEFAULT_WAIT) })
+        Ok(Blocking {
+            index,
+            wait: wait.unwrap_or(DEFAULT_WAIT),
+        })
     }
 
     /// Answers with `query` run on the current snapshot. With an `index`
@@ -42,7 +47,11 @@ impl Blocking {
     ///
     /// An `index` older than the current revision answers at once: the
     /// caller may have missed a change, and a fresh index fixes that.
-    pub(crate) async fn answer<T, F>(&self, snapshots: &SnapshotHandle, query: F) -> Result<Response, ApiError>
+    pub(crate) async fn answer<T, F>(
+        &self,
+        snapshots: &SnapshotHandle,
+        query: F,
+    ) -> Result<Response, ApiError>
     where
         T: Serialize + PartialEq,
         F: Fn(&Snapshot) -> Result<T, ApiError>,
@@ -76,6 +85,7 @@ impl Blocking {
 
 fn respond<T: Serialize>(revision: Revision, body: T) -> Response {
     let mut resp = Json(body).into_response();
-    resp.headers_mut().insert(INDEX_HEADER, HeaderValue::from(revision));
+    resp.headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(revision));
     resp
 }

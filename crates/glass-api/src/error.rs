@@ -31,7 +31,10 @@ pub struct Problem {
 impl ApiError {
     /// An error with `status` and `detail`.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError { status, detail: detail.into() }
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
     }
 
     /// 400 Bad Request.
@@ -60,10 +63,15 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).expect("a problem always serializes");
         let mut resp = (self.status, body).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"glass\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"glass\""),
+            );
         }
         resp
     }
@@ -72,9 +80,10 @@ impl IntoResponse for ApiError {
 impl From<CatalogError> for ApiError {
     fn from(err: CatalogError) -> Self {
         match err {
-            CatalogError::Invalid { field, reason } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field}: {reason}"))
-            }
+            CatalogError::Invalid { field, reason } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{field}: {reason}"),
+            ),
             CatalogError::NotFound(detail) => ApiError::not_found(detail),
             CatalogError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, detail),
             CatalogError::Store(err) => err.into(),

@@ -18,22 +18,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let mime = content_type.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("the body must be JSON with Content-Type: application/json (got {content_type:?})"),
+                format!(
+                    "the body must be JSON with Content-Type: application/json (got {content_type:?})"
+                ),
             ));
         }
         let too_large = || {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
         };
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
             return Err(too_large());
         }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -57,7 +71,9 @@ impl Params {
                 )));
             }
             if out.insert(name.clone(), value).is_some() {
-                return Err(ApiError::bad_request(format!("query parameter {name:?} is given twice")));
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {name:?} is given twice"
+                )));
             }
         }
         Ok(Params(out))
@@ -75,7 +91,9 @@ impl Params {
             .map(|v| match v.as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                other => Err(ApiError::bad_request(format!("{name}: {other:?} is not true or false"))),
+                other => Err(ApiError::bad_request(format!(
+                    "{name}: {other:?} is not true or false"
+                ))),
             })
             .transpose()
     }
@@ -88,7 +106,11 @@ impl Params {
                 v.parse::<Revision>()
                     .ok()
                     .filter(|r| *r >= 0)
-                    .ok_or_else(|| ApiError::bad_request(format!("{name}: {v:?} is not a revision (a number >= 0)")))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "{name}: {v:?} is not a revision (a number >= 0)"
+                        ))
+                    })
             })
             .transpose()
     }
@@ -98,9 +120,13 @@ impl Params {
         self.0
             .get(name)
             .map(|v| {
-                let d = parse_duration(name, v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let d =
+                    parse_duration(name, v).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 if d > max {
-                    return Err(ApiError::bad_request(format!("{name}: at most {}s", max.as_secs())));
+                    return Err(ApiError::bad_request(format!(
+                        "{name}: at most {}s",
+                        max.as_secs()
+                    )));
                 }
                 Ok(d)
             })

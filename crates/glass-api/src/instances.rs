@@ -40,15 +40,28 @@ pub(crate) struct RevisionResponse {
     responses((status = 201, body = RegisterResponse), (status = 200, description = "identical registration existed", body = RegisterResponse),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn register(State(state): State<ApiState>, JsonBody(reg): JsonBody<Registration>) -> Result<Response, ApiError> {
+pub(crate) async fn register(
+    State(state): State<ApiState>,
+    JsonBody(reg): JsonBody<Registration>,
+) -> Result<Response, ApiError> {
     let done = state.catalog.register(&reg, "api", None).await?;
     state.metrics.registered(done.changed);
-    let status = if done.changed { StatusCode::CREATED } else { StatusCode::OK };
-    let body = RegisterResponse { id: done.key.id, revision: done.revision, changed: done.changed };
+    let status = if done.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = RegisterResponse {
+        id: done.key.id,
+        revision: done.revision,
+        changed: done.changed,
+    };
     Ok((status, Json(body)).into_response())
 }
 
-const LIST_PARAMS: &[&str] = &["product", "env", "job", "zone", "port", "tag", "healthy", "index", "wait"];
+const LIST_PARAMS: &[&str] = &[
+    "product", "env", "job", "zone", "port", "tag", "healthy", "index", "wait",
+];
 
 /// List instances, filtered; supports blocking queries.
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
@@ -69,23 +82,43 @@ pub(crate) async fn list(State(state): State<ApiState>, uri: Uri) -> Result<Resp
         tag: params.text("tag"),
         healthy: params.boolean("healthy")?,
     };
-    for (name, value) in [("product", &filter.product), ("env", &filter.env), ("job", &filter.job), ("zone", &filter.zone), ("port", &filter.port)] {
+    for (name, value) in [
+        ("product", &filter.product),
+        ("env", &filter.env),
+        ("job", &filter.job),
+        ("zone", &filter.zone),
+        ("port", &filter.port),
+    ] {
         if let Some(v) = value {
-            glass_model::validate_label(name, v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            glass_model::validate_label(name, v)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
     }
     Blocking::from_params(&params)?
-        .answer(state.catalog.snapshots(), |snap| Ok(snap.members(&filter).cloned().collect::<Vec<Arc<Member>>>()))
+        .answer(state.catalog.snapshots(), |snap| {
+            Ok(snap.members(&filter).cloned().collect::<Vec<Arc<Member>>>())
+        })
         .await
 }
 
 /// Finds the instance an `{id}` path names, narrowed by optional
 /// `product`/`env`/`job` query parameters when ids repeat across jobs.
 fn resolve(state: &ApiState, id: &str, params: &Params) -> Result<InstanceKey, ApiError> {
-    match (params.text("product"), params.text("env"), params.text("job")) {
-        (Some(product), Some(env), Some(job)) => Ok(InstanceKey { product, env, job, id: id.to_owned() }),
+    match (
+        params.text("product"),
+        params.text("env"),
+        params.text("job"),
+    ) {
+        (Some(product), Some(env), Some(job)) => Ok(InstanceKey {
+            product,
+            env,
+            job,
+            id: id.to_owned(),
+        }),
         (None, None, None) => Ok(state.catalog.resolve(id)?),
-        _ => Err(ApiError::bad_request("give all of product, env and job, or none of them")),
+        _ => Err(ApiError::bad_request(
+            "give all of product, env and job, or none of them",
+        )),
     }
 }
 
@@ -96,12 +129,18 @@ const ONE_PARAMS: &[&str] = &["product", "env", "job", "index", "wait"];
     params(("id" = String, Path), ("product" = Option<String>, Query), ("env" = Option<String>, Query), ("job" = Option<String>, Query),
         ("index" = Option<i64>, Query), ("wait" = Option<String>, Query)),
     responses((status = 200, body = Member), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub(crate) async fn get_one(State(state): State<ApiState>, Path(id): Path<String>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let params = Params::parse(&uri, ONE_PARAMS)?;
     let key = resolve(&state, &id, &params)?;
     Blocking::from_params(&params)?
         .answer(state.catalog.snapshots(), |snap| {
-            snap.member(&key).cloned().ok_or_else(|| ApiError::not_found(format!("no instance {key}")))
+            snap.member(&key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(format!("no instance {key}")))
         })
         .await
 }
@@ -110,7 +149,11 @@ pub(crate) async fn get_one(State(state): State<ApiState>, Path(id): Path<String
 #[utoipa::path(delete, path = "/api/v1/instances/{id}", tag = "instances", security(("bearer" = [])),
     params(("id" = String, Path), ("product" = Option<String>, Query), ("env" = Option<String>, Query), ("job" = Option<String>, Query)),
     responses((status = 200, body = RevisionResponse), (status = 401, body = Problem), (status = 404, body = Problem)))]
-pub(crate) async fn deregister(State(state): State<ApiState>, Path(id): Path<String>, uri: Uri) -> Result<Json<RevisionResponse>, ApiError> {
+pub(crate) async fn deregister(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Json<RevisionResponse>, ApiError> {
     let params = Params::parse(&uri, &ONE_PARAMS[..3])?;
     let key = resolve(&state, &id, &params)?;
     let revision = state.catalog.deregister(&key).await?;
@@ -121,7 +164,11 @@ pub(crate) async fn deregister(State(state): State<ApiState>, Path(id): Path<Str
 #[utoipa::path(put, path = "/api/v1/instances/{id}/heartbeat", tag = "instances", security(("bearer" = [])),
     params(("id" = String, Path), ("product" = Option<String>, Query), ("env" = Option<String>, Query), ("job" = Option<String>, Query)),
     responses((status = 200, body = RevisionResponse), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn heartbeat(State(state): State<ApiState>, Path(id): Path<String>, uri: Uri) -> Result<Json<RevisionResponse>, ApiError> {
+pub(crate) async fn heartbeat(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Json<RevisionResponse>, ApiError> {
     let params = Params::parse(&uri, &ONE_PARAMS[..3])?;
     let key = resolve(&state, &id, &params)?;
     let revision = state.catalog.heartbeat(&key).await?;

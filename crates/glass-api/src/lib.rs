@@ -45,7 +45,12 @@ pub struct ApiState {
 impl ApiState {
     /// State for `catalog` with a token (or none) and fresh metrics.
     pub fn new(catalog: Arc<Catalog>, token: Option<String>) -> Self {
-        ApiState { catalog, token: token.map(Arc::from), providers: None, metrics: Arc::new(ApiMetrics::default()) }
+        ApiState {
+            catalog,
+            token: token.map(Arc::from),
+            providers: None,
+            metrics: Arc::new(ApiMetrics::default()),
+        }
     }
 }
 
@@ -53,7 +58,10 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/instances", get(instances::list).post(instances::register))
-        .route("/instances/{id}", get(instances::get_one).delete(instances::deregister))
+        .route(
+            "/instances/{id}",
+            get(instances::get_one).delete(instances::deregister),
+        )
         .route("/instances/{id}/heartbeat", put(instances::heartbeat))
         .route("/services", get(services::list))
         .route("/services/{address}", get(services::get_one))
@@ -66,7 +74,13 @@ pub fn router(state: ApiState) -> Router {
         .nest("/api/v1", api)
         .route("/metrics", get(metrics::scrape))
         .fallback(system::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }

@@ -60,23 +60,51 @@ impl Default for ApiMetrics {
         });
         let registrations = Family::<OutcomeLabels, Counter>::default();
         let watchers = Gauge::default();
-        registry.register("glass_api_requests", "Control API requests by route and status", requests.clone());
-        registry.register("glass_api_request_duration_seconds", "Control API request latency", durations.clone());
-        registry.register("glass_catalog_registrations", "Registrations by outcome (changed or unchanged)", registrations.clone());
-        registry.register("glass_api_watchers", "Open watch (SSE) streams", watchers.clone());
-        ApiMetrics { registry, requests, durations, registrations, watchers, sources: Mutex::new(Vec::new()) }
+        registry.register(
+            "glass_api_requests",
+            "Control API requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "glass_api_request_duration_seconds",
+            "Control API request latency",
+            durations.clone(),
+        );
+        registry.register(
+            "glass_catalog_registrations",
+            "Registrations by outcome (changed or unchanged)",
+            registrations.clone(),
+        );
+        registry.register(
+            "glass_api_watchers",
+            "Open watch (SSE) streams",
+            watchers.clone(),
+        );
+        ApiMetrics {
+            registry,
+            requests,
+            durations,
+            registrations,
+            watchers,
+            sources: Mutex::new(Vec::new()),
+        }
     }
 }
 
 impl ApiMetrics {
     /// Adds a source whose metrics are appended to every scrape.
     pub fn add_source(&self, source: Arc<dyn MetricsSource>) {
-        self.sources.lock().unwrap_or_else(|p| p.into_inner()).push(source);
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
     }
 
     pub(crate) fn registered(&self, changed: bool) {
         let outcome = if changed { "changed" } else { "unchanged" };
-        self.registrations.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.registrations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub(crate) fn watchers(&self, delta: i64) {
@@ -86,29 +114,55 @@ impl ApiMetrics {
 
 /// Counts and times every request by its route template (bounded labels).
 pub(crate) async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "other".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "other".into());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let resp = next.run(req).await;
-    let labels = RequestLabels { method, route: route.clone(), status: resp.status().as_u16() };
+    let labels = RequestLabels {
+        method,
+        route: route.clone(),
+        status: resp.status().as_u16(),
+    };
     state.metrics.requests.get_or_create(&labels).inc();
-    state.metrics.durations.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .durations
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
     resp
 }
 
 /// The scrape: API metrics, catalog gauges, then every source.
 pub(crate) async fn scrape(State(state): State<ApiState>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
-    if let Err(err) = prometheus_client::encoding::text::encode_registry(&mut out, &state.metrics.registry) {
+    if let Err(err) =
+        prometheus_client::encoding::text::encode_registry(&mut out, &state.metrics.registry)
+    {
         tracing::warn!(error = %err, "Could not encode metrics");
     }
     catalog_gauges(&state, &mut out);
-    let sources = state.metrics.sources.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let sources = state
+        .metrics
+        .sources
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     for source in sources {
         source.encode(&mut out);
     }
     out.push_str("# EOF\n");
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn catalog_gauges(state: &ApiState, out: &mut String) {
@@ -118,9 +172,25 @@ fn catalog_gauges(state: &ApiState, out: &mut String) {
     for member in snapshot.members(&Default::default()) {
         counts[member.health.status as usize] += 1;
     }
-    let _ = writeln!(out, "# HELP glass_catalog_instances Registered instances by health status.\n# TYPE glass_catalog_instances gauge");
-    for status in [HealthStatus::Passing, HealthStatus::Warning, HealthStatus::Critical] {
-        let _ = writeln!(out, "glass_catalog_instances{{status=\"{}\"}} {}", status.as_str(), counts[status as usize]);
+    let _ = writeln!(
+        out,
+        "# HELP glass_catalog_instances Registered instances by health status.\n# TYPE glass_catalog_instances gauge"
+    );
+    for status in [
+        HealthStatus::Passing,
+        HealthStatus::Warning,
+        HealthStatus::Critical,
+    ] {
+        let _ = writeln!(
+            out,
+            "glass_catalog_instances{{status=\"{}\"}} {}",
+            status.as_str(),
+            counts[status as usize]
+        );
     }
-    let _ = writeln!(out, "# HELP glass_catalog_revision Store revision of the served snapshot.\n# TYPE glass_catalog_revision gauge\nglass_catalog_revision {}", snapshot.revision);
+    let _ = writeln!(
+        out,
+        "# HELP glass_catalog_revision Store revision of the served snapshot.\n# TYPE glass_catalog_revision gauge\nglass_catalog_revision {}",
+        snapshot.revision
+    );
 }

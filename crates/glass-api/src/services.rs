@@ -19,7 +19,9 @@ use crate::{ApiError, ApiState};
     responses((status = 200, body = Vec<ServiceSummary>), (status = 400, body = Problem)))]
 pub(crate) async fn list(State(state): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
     let params = Params::parse(&uri, &["index", "wait"])?;
-    Blocking::from_params(&params)?.answer(state.catalog.snapshots(), |snap| Ok(snap.services())).await
+    Blocking::from_params(&params)?
+        .answer(state.catalog.snapshots(), |snap| Ok(snap.services()))
+        .await
 }
 
 /// The instances behind one service address
@@ -27,9 +29,15 @@ pub(crate) async fn list(State(state): State<ApiState>, uri: Uri) -> Result<Resp
 #[utoipa::path(get, path = "/api/v1/services/{address}", tag = "services",
     params(("address" = String, Path), ("healthy" = Option<bool>, Query), ("index" = Option<i64>, Query), ("wait" = Option<String>, Query)),
     responses((status = 200, body = Vec<Member>), (status = 400, body = Problem)))]
-pub(crate) async fn get_one(State(state): State<ApiState>, Path(address): Path<String>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn get_one(
+    State(state): State<ApiState>,
+    Path(address): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let params = Params::parse(&uri, &["healthy", "index", "wait"])?;
-    let addr: ServiceAddr = address.parse().map_err(|e: glass_model::ModelError| ApiError::bad_request(e.to_string()))?;
+    let addr: ServiceAddr = address
+        .parse()
+        .map_err(|e: glass_model::ModelError| ApiError::bad_request(e.to_string()))?;
     let healthy = params.boolean("healthy")?;
     Blocking::from_params(&params)?
         .answer(state.catalog.snapshots(), |snap| {

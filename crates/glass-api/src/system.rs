@@ -28,7 +28,12 @@ pub(crate) struct NodeHealth {
 #[utoipa::path(get, path = "/api/v1/health", tag = "system",
     responses((status = 200, body = NodeHealth), (status = 503, body = Problem)))]
 pub(crate) async fn health(State(state): State<ApiState>) -> Result<Json<NodeHealth>, ApiError> {
-    state.catalog.store().revision().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    state
+        .catalog
+        .store()
+        .revision()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let snapshot = state.catalog.snapshots().load();
     Ok(Json(NodeHealth {
         status: "ok",
@@ -41,16 +46,29 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Result<Json<NodeHea
 /// The file provider's files and their last outcome.
 #[utoipa::path(get, path = "/api/v1/providers", tag = "system", responses((status = 200, description = "one entry per provider file")))]
 pub(crate) async fn providers(State(state): State<ApiState>) -> Json<Vec<ProviderStatus>> {
-    Json(state.providers.as_ref().map(|p| p.statuses()).unwrap_or_default())
+    Json(
+        state
+            .providers
+            .as_ref()
+            .map(|p| p.statuses())
+            .unwrap_or_default(),
+    )
 }
 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI document")))]
 pub(crate) async fn openapi() -> Response {
-    ([("content-type", "application/json")], crate::openapi_json()).into_response()
+    (
+        [("content-type", "application/json")],
+        crate::openapi_json(),
+    )
+        .into_response()
 }
 
 /// Anything that is not a route.
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {}; see /api/v1/openapi.json", uri.path()))
+    ApiError::not_found(format!(
+        "no such endpoint: {}; see /api/v1/openapi.json",
+        uri.path()
+    ))
 }

@@ -21,12 +21,20 @@ use crate::{ApiError, ApiState};
     params(("from" = Option<i64>, Query, description = "first revision to send; 0 or absent = only new changes")),
     responses((status = 200, content_type = "text/event-stream", description = "one event per change: data is {revision, kind, record, key, value}"),
         (status = 400, body = Problem), (status = 410, description = "the revision was compacted", body = Problem)))]
-pub(crate) async fn sse(State(state): State<ApiState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn sse(
+    State(state): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let params = Params::parse(&uri, &["from"])?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.parse::<i64>().map(|r| r + 1).map_err(|_| ApiError::bad_request("Last-Event-ID: not a revision")))
+        .map(|v| {
+            v.parse::<i64>()
+                .map(|r| r + 1)
+                .map_err(|_| ApiError::bad_request("Last-Event-ID: not a revision"))
+        })
         .transpose()?;
     let from = resume.or(params.revision("from")?).unwrap_or(0);
     let stream = state.catalog.watch(from).await?;
@@ -43,8 +51,18 @@ pub(crate) async fn sse(State(state): State<ApiState>, uri: Uri, headers: Header
                     .enumerate()
                     .map(|(i, change)| {
                         let data = serde_json::to_string(change).expect("events always serialize");
-                        let event = Event::default().event(if change.kind == glass_catalog::ChangeKind::Put { "put" } else { "delete" }).data(data);
-                        Ok(if i == last { event.id(change.revision.to_string()) } else { event })
+                        let event = Event::default()
+                            .event(if change.kind == glass_catalog::ChangeKind::Put {
+                                "put"
+                            } else {
+                                "delete"
+                            })
+                            .data(data);
+                        Ok(if i == last {
+                            event.id(change.revision.to_string())
+                        } else {
+                            event
+                        })
                     })
                     .collect()
             }
@@ -52,7 +70,9 @@ pub(crate) async fn sse(State(state): State<ApiState>, uri: Uri, headers: Header
         };
         futures::stream::iter(out)
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 /// Counts open watch streams for `/metrics`.

@@ -38,7 +38,10 @@ pub struct Registered {
 
 /// Milliseconds since the Unix epoch, for `Health::since_ms`.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A new instance id: `i-` and 12 random hex digits (DNS-safe).
@@ -90,12 +93,20 @@ impl Catalog {
 
     /// Stores a validated instance. Re-registering an identical instance
     /// writes nothing. A changed check resets the instance's health.
-    pub async fn put_instance(&self, instance: Instance, lease: Option<LeaseId>) -> Result<Registered, CatalogError> {
+    pub async fn put_instance(
+        &self,
+        instance: Instance,
+        lease: Option<LeaseId>,
+    ) -> Result<Registered, CatalogError> {
         let key = instance.key();
         let current = self.snapshots.load();
         let existing = current.member(&key);
         if lease.is_none() && existing.is_some_and(|m| m.instance == instance) {
-            return Ok(Registered { key, revision: current.revision, changed: false });
+            return Ok(Registered {
+                key,
+                revision: current.revision,
+                changed: false,
+            });
         }
         let mut txn = Txn::new().and_then(Op::put(keys::instance(&key), encode(&instance), lease));
         if existing.is_some_and(|m| m.instance.check != instance.check) {
@@ -104,7 +115,11 @@ impl Catalog {
         }
         let revision = self.store.txn(txn).await?.revision;
         self.wait_for(revision).await;
-        Ok(Registered { key, revision, changed: true })
+        Ok(Registered {
+            key,
+            revision,
+            changed: true,
+        })
     }
 
     /// Removes an instance and its health record.
@@ -129,7 +144,9 @@ impl Catalog {
         let mut found = snapshot.members_with_id(id).map(|m| m.instance.key());
         match (found.next(), found.next()) {
             (Some(key), None) => Ok(key),
-            (None, _) => Err(CatalogError::NotFound(format!("no instance with id {id:?}"))),
+            (None, _) => Err(CatalogError::NotFound(format!(
+                "no instance with id {id:?}"
+            ))),
             (Some(a), Some(b)) => Err(CatalogError::Conflict(format!(
                 "id {id:?} is used by several jobs ({a}, {b}, ...); add ?product=&env=&job= to say which"
             ))),
@@ -142,17 +159,26 @@ impl Catalog {
         let member = snapshot
             .member(key)
             .ok_or_else(|| CatalogError::NotFound(format!("no instance {key}")))?;
-        if !matches!(member.instance.check.as_ref().map(|c| &c.kind), Some(CheckKind::Ttl { .. })) {
+        if !matches!(
+            member.instance.check.as_ref().map(|c| &c.kind),
+            Some(CheckKind::Ttl { .. })
+        ) {
             return Err(CatalogError::Invalid {
                 field: "check".into(),
-                reason: format!("instance {key} has no ttl check; heartbeats are only for ttl checks"),
+                reason: format!(
+                    "instance {key} has no ttl check; heartbeats are only for ttl checks"
+                ),
             });
         }
         self.lock_heartbeats().insert(key.clone(), Instant::now());
         if member.health.status == HealthStatus::Passing {
             return Ok(snapshot.revision);
         }
-        let health = Health { status: HealthStatus::Passing, output: "heartbeat received".into(), since_ms: now_ms() };
+        let health = Health {
+            status: HealthStatus::Passing,
+            output: "heartbeat received".into(),
+            since_ms: now_ms(),
+        };
         self.set_health(key, &health).await
     }
 
@@ -163,11 +189,17 @@ impl Catalog {
 
     fn lock_heartbeats(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Instant>> {
         // A panic while holding this lock leaves a plain map behind; keep using it.
-        self.heartbeats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes the health of an instance if the instance still exists.
-    pub async fn set_health(&self, key: &InstanceKey, health: &Health) -> Result<Revision, CatalogError> {
+    pub async fn set_health(
+        &self,
+        key: &InstanceKey,
+        health: &Health,
+    ) -> Result<Revision, CatalogError> {
         let txn = Txn::new()
             .when(Compare::ModRevision(keys::instance(key).into(), 0))
             .or_else(Op::put(keys::health(key), encode(health), None));
@@ -195,11 +227,15 @@ impl Catalog {
             let existing = snapshot.member(&key);
             if let Some(m) = existing.filter(|m| m.instance.source != source) {
                 return Err(CatalogError::Conflict(format!(
-                    "instance {key} is already registered by {:?}", m.instance.source
+                    "instance {key} is already registered by {:?}",
+                    m.instance.source
                 )));
             }
             if !wanted.insert(key.clone()) {
-                return Err(CatalogError::Invalid { field: "id".into(), reason: format!("instance {key} is listed twice") });
+                return Err(CatalogError::Invalid {
+                    field: "id".into(),
+                    reason: format!("instance {key} is listed twice"),
+                });
             }
             if existing.is_none_or(|m| m.instance != instance) {
                 if existing.is_some_and(|m| m.instance.check != instance.check) {
@@ -213,7 +249,9 @@ impl Catalog {
         for member in snapshot.members(&Default::default()) {
             let key = member.instance.key();
             if member.instance.source == source && !wanted.contains(&key) {
-                txn = txn.and_then(Op::delete(keys::instance(&key))).and_then(Op::delete(keys::health(&key)));
+                txn = txn
+                    .and_then(Op::delete(keys::instance(&key)))
+                    .and_then(Op::delete(keys::health(&key)));
                 removed += 1;
             }
         }

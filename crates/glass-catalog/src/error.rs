@@ -30,7 +30,10 @@ impl From<ModelError> for CatalogError {
     fn from(err: ModelError) -> Self {
         match err {
             ModelError::Invalid { field, reason } => CatalogError::Invalid { field, reason },
-            other => CatalogError::Invalid { field: "request".into(), reason: other.to_string() },
+            other => CatalogError::Invalid {
+                field: "request".into(),
+                reason: other.to_string(),
+            },
         }
     }
 }

@@ -48,10 +48,18 @@ pub(crate) fn decode_stream(stream: WatchStream) -> EventStream {
                             Decoded::Health(k) => ("health", k),
                         };
                         let (kind, value) = match e.kind {
-                            EventKind::Put => (ChangeKind::Put, serde_json::from_slice(&e.kv.value).ok()?),
+                            EventKind::Put => {
+                                (ChangeKind::Put, serde_json::from_slice(&e.kv.value).ok()?)
+                            }
                             EventKind::Delete => (ChangeKind::Delete, serde_json::Value::Null),
                         };
-                        Some(CatalogEvent { revision: e.kv.mod_revision, kind, record, key: key.to_string(), value })
+                        Some(CatalogEvent {
+                            revision: e.kv.mod_revision,
+                            kind,
+                            record,
+                            key: key.to_string(),
+                            value,
+                        })
                     })
                     .collect::<Vec<_>>()
             })

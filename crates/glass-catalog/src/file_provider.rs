@@ -41,12 +41,15 @@ pub struct ProviderStatus {
     pub revision: Revision,
 }
 
+/// Per provider: the bytes last applied and the outcome.
+type Applied = BTreeMap<String, (Vec<u8>, ProviderStatus)>;
+
 /// Watches a directory and applies its files.
 #[derive(Clone)]
 pub struct FileProvider {
     catalog: Arc<Catalog>,
     dir: PathBuf,
-    state: Arc<Mutex<BTreeMap<String, (Vec<u8>, ProviderStatus)>>>,
+    state: Arc<Mutex<Applied>>,
 }
 
 /// A file error: where and why.
@@ -55,15 +58,25 @@ fn located(file: &Path, line: usize, reason: impl std::fmt::Display) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// Parses and validates a provider file's text; `Err` is one readable line.
-pub(crate) fn parse(file: &Path, text: &str, source: &str, zone: &str) -> Result<Vec<Instance>, String> {
+pub(crate) fn parse(
+    file: &Path,
+    text: &str,
+    source: &str,
+    zone: &str,
+) -> Result<Vec<Instance>, String> {
     let is_json = file.extension().is_some_and(|e| e == "json");
     // Each registration paired with the line it starts on, for messages.
     let entries: Vec<(usize, Registration)> = if is_json {
-        let raw: ProviderFile<&RawValue> = serde_json::from_str(text).map_err(|e| located(file, e.line(), e))?;
+        let raw: ProviderFile<&RawValue> =
+            serde_json::from_str(text).map_err(|e| located(file, e.line(), e))?;
         let mut out = Vec::with_capacity(raw.instances.len());
         for value in raw.instances {
             // The raw value borrows from `text`; its offset gives its line.
@@ -79,14 +92,23 @@ pub(crate) fn parse(file: &Path, text: &str, source: &str, zone: &str) -> Result
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             located(file, line, e.message().trim())
         })?;
-        raw.instances.into_iter().map(|s| (line_of(text, s.span().start), s.into_inner())).collect()
+        raw.instances
+            .into_iter()
+            .map(|s| (line_of(text, s.span().start), s.into_inner()))
+            .collect()
     };
     let mut instances = Vec::with_capacity(entries.len());
     for (line, reg) in entries {
         if reg.id.is_none() {
-            return Err(located(file, line, "id: required in provider files, so a change updates the same instance"));
+            return Err(located(
+                file,
+                line,
+                "id: required in provider files, so a change updates the same instance",
+            ));
         }
-        let instance = reg.validate(zone, String::new, source).map_err(|e| located(file, line, e))?;
+        let instance = reg
+            .validate(zone, String::new, source)
+            .map_err(|e| located(file, line, e))?;
         instances.push(instance);
     }
     Ok(instances)
@@ -95,7 +117,11 @@ pub(crate) fn parse(file: &Path, text: &str, source: &str, zone: &str) -> Result
 impl FileProvider {
     /// A provider reading `dir`.
     pub fn new(catalog: Arc<Catalog>, dir: impl Into<PathBuf>) -> Self {
-        FileProvider { catalog, dir: dir.into(), state: Default::default() }
+        FileProvider {
+            catalog,
+            dir: dir.into(),
+            state: Default::default(),
+        }
     }
 
     /// The outcome of the last application of every file.
@@ -103,7 +129,7 @@ impl FileProvider {
         self.lock().values().map(|(_, s)| s.clone()).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, ProviderStatus)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -128,12 +154,16 @@ impl FileProvider {
         };
         let mut seen = HashMap::new();
         for path in files {
-            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
             if let Some(other) = seen.insert(name.clone(), path.clone()) {
                 tracing::warn!(file = %path.display(), other = %other.display(), "Two provider files share a name; ignoring the second");
                 continue;
             }
-            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
             if self.lock().get(&name).is_some_and(|(old, _)| *old == bytes) {
                 continue;
             }
@@ -147,16 +177,27 @@ impl FileProvider {
             .filter_map(|m| m.instance.source.strip_prefix("file:").map(str::to_owned))
             .filter(|name| !seen.contains_key(name))
             .collect();
-        gone.extend(self.lock().keys().filter(|n| !seen.contains_key(*n)).cloned());
+        gone.extend(
+            self.lock()
+                .keys()
+                .filter(|n| !seen.contains_key(*n))
+                .cloned(),
+        );
         gone.sort();
         gone.dedup();
         for name in gone {
-            match self.catalog.replace_source(&format!("file:{name}"), Vec::new()).await {
+            match self
+                .catalog
+                .replace_source(&format!("file:{name}"), Vec::new())
+                .await
+            {
                 Ok((_, removed, _)) => {
                     tracing::info!(provider = %name, removed, "Provider file removed; deregistered its instances");
                     self.lock().remove(&name);
                 }
-                Err(err) => tracing::warn!(provider = %name, error = %err, "Could not deregister a removed provider"),
+                Err(err) => {
+                    tracing::warn!(provider = %name, error = %err, "Could not deregister a removed provider")
+                }
             }
         }
     }
@@ -164,14 +205,30 @@ impl FileProvider {
     async fn apply(&self, name: &str, path: &Path, bytes: &[u8]) -> ProviderStatus {
         let source = format!("file:{name}");
         let file = path.display().to_string();
-        let previous = self.lock().get(name).map(|(_, s)| (s.instances, s.revision)).unwrap_or_default();
+        let previous = self
+            .lock()
+            .get(name)
+            .map(|(_, s)| (s.instances, s.revision))
+            .unwrap_or_default();
         let failed = |error: String| {
             tracing::warn!(provider = %name, error = %error, "Provider file refused; nothing changed");
-            ProviderStatus { provider: name.to_owned(), file: file.clone(), error: Some(error), instances: previous.0, revision: previous.1 }
+            ProviderStatus {
+                provider: name.to_owned(),
+                file: file.clone(),
+                error: Some(error),
+                instances: previous.0,
+                revision: previous.1,
+            }
         };
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
-            Err(e) => return failed(located(path, line_of(&String::from_utf8_lossy(bytes), e.valid_up_to()), "not UTF-8")),
+            Err(e) => {
+                return failed(located(
+                    path,
+                    line_of(&String::from_utf8_lossy(bytes), e.valid_up_to()),
+                    "not UTF-8",
+                ));
+            }
         };
         let instances = match parse(path, text, &source, self.catalog.zone()) {
             Ok(instances) => instances,
@@ -181,7 +238,13 @@ impl FileProvider {
         match self.catalog.replace_source(&source, instances).await {
             Ok((changed, removed, revision)) => {
                 tracing::info!(provider = %name, changed, removed, revision, "Provider file applied");
-                ProviderStatus { provider: name.to_owned(), file, error: None, instances: count, revision }
+                ProviderStatus {
+                    provider: name.to_owned(),
+                    file,
+                    error: None,
+                    instances: count,
+                    revision,
+                }
             }
             Err(err) => failed(located(path, 1, err)),
         }
@@ -225,11 +288,27 @@ mod tests {
         let ok_toml = "[[instances]]\nid = \"a\"\nproduct = \"p\"\nenv = \"e\"\njob = \"j\"\naddress = \"127.0.0.1\"\nports = { http = 80 }\n";
         check("x.toml", ok_toml, Ok(1));
         check("x.toml", "", Ok(0));
-        check("x.toml", "[[instances]]\nid = \"a\"\nproduct = \"P\"\nenv = \"e\"\njob = \"j\"\naddress = \"127.0.0.1\"\nports = { http = 80 }\n", Err("x.toml:1: product"));
+        check(
+            "x.toml",
+            "[[instances]]\nid = \"a\"\nproduct = \"P\"\nenv = \"e\"\njob = \"j\"\naddress = \"127.0.0.1\"\nports = { http = 80 }\n",
+            Err("x.toml:1: product"),
+        );
         check("x.toml", "instances = 3\n", Err("x.toml:1:"));
-        check("x.toml", "bogus = 1\n", Err("x.toml:1: unknown field `bogus`"));
-        check("x.json", "{\"instances\": [\n {\"id\":\"a\",\"product\":\"p\",\"env\":\"e\",\"job\":\"j\",\"address\":\"::1\",\"ports\":{\"http\":1}},\n {\"id\":\"b\",\"product\":\"p\",\"env\":\"e\",\"job\":\"j\",\"address\":\"nope\",\"ports\":{\"http\":1}}]}", Err("x.json:3: address"));
-        check("x.json", "{\"instances\": [\n {\"product\":\"p\",\"env\":\"e\",\"job\":\"j\",\"address\":\"::1\",\"ports\":{\"http\":1}}]}", Err("x.json:2: id: required"));
+        check(
+            "x.toml",
+            "bogus = 1\n",
+            Err("x.toml:1: unknown field `bogus`"),
+        );
+        check(
+            "x.json",
+            "{\"instances\": [\n {\"id\":\"a\",\"product\":\"p\",\"env\":\"e\",\"job\":\"j\",\"address\":\"::1\",\"ports\":{\"http\":1}},\n {\"id\":\"b\",\"product\":\"p\",\"env\":\"e\",\"job\":\"j\",\"address\":\"nope\",\"ports\":{\"http\":1}}]}",
+            Err("x.json:3: address"),
+        );
+        check(
+            "x.json",
+            "{\"instances\": [\n {\"product\":\"p\",\"env\":\"e\",\"job\":\"j\",\"address\":\"::1\",\"ports\":{\"http\":1}}]}",
+            Err("x.json:2: id: required"),
+        );
         check("x.json", "{\"instances\": [\n {\"id\": 1", Err("x.json:2:"));
     }
 }

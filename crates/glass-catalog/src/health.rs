@@ -33,7 +33,12 @@ impl HealthChecker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain HTTP client always builds");
-        let checker = HealthChecker { catalog, zone, http, tasks: HashMap::new() };
+        let checker = HealthChecker {
+            catalog,
+            zone,
+            http,
+            tasks: HashMap::new(),
+        };
         tokio::spawn(checker.run())
     }
 
@@ -70,8 +75,14 @@ impl HealthChecker {
         });
         for (key, instance) in wanted {
             if !self.tasks.contains_key(&key) {
-                let check = Check { catalog: self.catalog.clone(), http: self.http.clone(), key: key.clone(), instance: instance.clone() };
-                self.tasks.insert(key, (instance, tokio::spawn(check.run())));
+                let check = Check {
+                    catalog: self.catalog.clone(),
+                    http: self.http.clone(),
+                    key: key.clone(),
+                    instance: instance.clone(),
+                };
+                self.tasks
+                    .insert(key, (instance, tokio::spawn(check.run())));
             }
         }
     }
@@ -87,7 +98,10 @@ struct Check {
 
 impl Check {
     fn spec(&self) -> &CheckSpec {
-        self.instance.check.as_ref().expect("only checked instances get a Check")
+        self.instance
+            .check
+            .as_ref()
+            .expect("only checked instances get a Check")
     }
 
     fn port(&self, name: &str) -> SocketAddr {
@@ -96,7 +110,11 @@ impl Check {
     }
 
     fn current_status(&self) -> Option<HealthStatus> {
-        self.catalog.snapshots().load().member(&self.key).map(|m| m.health.status)
+        self.catalog
+            .snapshots()
+            .load()
+            .member(&self.key)
+            .map(|m| m.health.status)
     }
 
     async fn run(self) {
@@ -107,14 +125,18 @@ impl Check {
             _ => None,
         };
         let tick = match spec.kind {
-            CheckKind::Ttl { ttl } => (ttl / 4).clamp(Duration::from_millis(25), Duration::from_secs(1)),
+            CheckKind::Ttl { ttl } => {
+                (ttl / 4).clamp(Duration::from_millis(25), Duration::from_secs(1))
+            }
             _ => spec.interval,
         };
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let Some(outcome) = self.probe(started).await else { continue };
+            let Some(outcome) = self.probe(started).await else {
+                continue;
+            };
             let status = outcome.0;
             critical_since = match status {
                 HealthStatus::Critical => critical_since.or(Some(Instant::now())),
@@ -122,10 +144,16 @@ impl Check {
             };
             if self.current_status() != Some(status) {
                 tracing::info!(instance = %self.key, status = status.as_str(), output = %outcome.1, "Health changed");
-                let health = Health { status, output: outcome.1, since_ms: now_ms() };
+                let health = Health {
+                    status,
+                    output: outcome.1,
+                    since_ms: now_ms(),
+                };
                 match self.catalog.set_health(&self.key, &health).await {
                     Err(CatalogError::NotFound(_)) => return,
-                    Err(err) => tracing::warn!(instance = %self.key, error = %err, "Could not record health"),
+                    Err(err) => {
+                        tracing::warn!(instance = %self.key, error = %err, "Could not record health")
+                    }
                     Ok(_) => {}
                 }
             }
@@ -135,7 +163,9 @@ impl Check {
                 tracing::info!(instance = %self.key, after = ?after, "Deregistering instance critical for too long");
                 match self.catalog.deregister(&self.key).await {
                     Ok(_) | Err(CatalogError::NotFound(_)) => return,
-                    Err(err) => tracing::warn!(instance = %self.key, error = %err, "Could not deregister"),
+                    Err(err) => {
+                        tracing::warn!(instance = %self.key, error = %err, "Could not deregister")
+                    }
                 }
             }
         }
@@ -145,9 +175,13 @@ impl Check {
     async fn probe(&self, started: Instant) -> Option<probe::Outcome> {
         let spec = self.spec();
         Some(match &spec.kind {
-            CheckKind::Http { path, port } => probe::http(&self.http, self.port(port), path, spec.timeout).await,
+            CheckKind::Http { path, port } => {
+                probe::http(&self.http, self.port(port), path, spec.timeout).await
+            }
             CheckKind::Tcp { port } => probe::tcp(self.port(port), spec.timeout).await,
-            CheckKind::Grpc { service, port } => probe::grpc(self.port(port), service, spec.timeout).await,
+            CheckKind::Grpc { service, port } => {
+                probe::grpc(self.port(port), service, spec.timeout).await
+            }
             CheckKind::Ttl { ttl } => {
                 // A passing instance found at start gets one TTL of grace: its
                 // heartbeats may have gone to a node that restarted.
@@ -160,7 +194,10 @@ impl Check {
                 if reference.elapsed() < *ttl {
                     return None;
                 }
-                (HealthStatus::Critical, format!("no heartbeat within the ttl of {ttl:?}"))
+                (
+                    HealthStatus::Critical,
+                    format!("no heartbeat within the ttl of {ttl:?}"),
+                )
             }
         })
     }

@@ -47,8 +47,16 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        let k = InstanceKey { product: "a".into(), env: "b".into(), job: "c".into(), id: "d".into() };
-        assert_eq!(decode(instance(&k).as_bytes()), Some(Decoded::Instance(k.clone())));
+        let k = InstanceKey {
+            product: "a".into(),
+            env: "b".into(),
+            job: "c".into(),
+            id: "d".into(),
+        };
+        assert_eq!(
+            decode(instance(&k).as_bytes()),
+            Some(Decoded::Instance(k.clone()))
+        );
         assert_eq!(decode(health(&k).as_bytes()), Some(Decoded::Health(k)));
         assert_eq!(decode(b"/glass/instances/a/b"), None);
         assert_eq!(decode(b"/other"), None);

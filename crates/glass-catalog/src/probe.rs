@@ -12,7 +12,12 @@ use tonic_health::pb::health_client::HealthClient;
 pub(crate) type Outcome = (HealthStatus, String);
 
 /// `GET http://addr/path`: 2xx passing, 429 warning, anything else critical.
-pub(crate) async fn http(client: &reqwest::Client, addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
+pub(crate) async fn http(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Outcome {
     let url = format!("http://{addr}{path}");
     match client.get(&url).timeout(timeout).send().await {
         Ok(resp) => {
@@ -24,8 +29,14 @@ pub(crate) async fn http(client: &reqwest::Client, addr: SocketAddr, path: &str,
             };
             (status, format!("GET {url}: HTTP {code}"))
         }
-        Err(err) if err.is_timeout() => (HealthStatus::Critical, format!("GET {url}: no answer within {timeout:?}")),
-        Err(err) => (HealthStatus::Critical, format!("GET {url}: {}", error_chain(&err))),
+        Err(err) if err.is_timeout() => (
+            HealthStatus::Critical,
+            format!("GET {url}: no answer within {timeout:?}"),
+        ),
+        Err(err) => (
+            HealthStatus::Critical,
+            format!("GET {url}: {}", error_chain(&err)),
+        ),
     }
 }
 
@@ -34,7 +45,10 @@ pub(crate) async fn tcp(addr: SocketAddr, timeout: Duration) -> Outcome {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => (HealthStatus::Passing, format!("TCP connect {addr}: ok")),
         Ok(Err(err)) => (HealthStatus::Critical, format!("TCP connect {addr}: {err}")),
-        Err(_) => (HealthStatus::Critical, format!("TCP connect {addr}: no answer within {timeout:?}")),
+        Err(_) => (
+            HealthStatus::Critical,
+            format!("TCP connect {addr}: no answer within {timeout:?}"),
+        ),
     }
 }
 
@@ -46,15 +60,32 @@ pub(crate) async fn grpc(addr: SocketAddr, service: &str, timeout: Duration) -> 
             .connect_timeout(timeout)
             .timeout(timeout);
         let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
-        let request = HealthCheckRequest { service: service.to_owned() };
-        let resp = HealthClient::new(channel).check(request).await.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let resp = HealthClient::new(channel)
+            .check(request)
+            .await
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
         Ok::<_, String>(resp.into_inner().status())
     };
     match tokio::time::timeout(timeout, check).await {
-        Ok(Ok(ServingStatus::Serving)) => (HealthStatus::Passing, format!("gRPC health {addr} {service:?}: SERVING")),
-        Ok(Ok(other)) => (HealthStatus::Critical, format!("gRPC health {addr} {service:?}: {}", other.as_str_name())),
-        Ok(Err(err)) => (HealthStatus::Critical, format!("gRPC health {addr} {service:?}: {err}")),
-        Err(_) => (HealthStatus::Critical, format!("gRPC health {addr}: no answer within {timeout:?}")),
+        Ok(Ok(ServingStatus::Serving)) => (
+            HealthStatus::Passing,
+            format!("gRPC health {addr} {service:?}: SERVING"),
+        ),
+        Ok(Ok(other)) => (
+            HealthStatus::Critical,
+            format!("gRPC health {addr} {service:?}: {}", other.as_str_name()),
+        ),
+        Ok(Err(err)) => (
+            HealthStatus::Critical,
+            format!("gRPC health {addr} {service:?}: {err}"),
+        ),
+        Err(_) => (
+            HealthStatus::Critical,
+            format!("gRPC health {addr}: no answer within {timeout:?}"),
+        ),
     }
 }
 

@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 use crate::{HumanDuration, ModelError, parse_duration, validate_label};
 
 /// The health of an instance, from best to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// The check succeeds; the instance gets traffic.
@@ -124,7 +126,12 @@ impl CheckSpec {
         raw: &RawCheck,
         ports: impl Iterator<Item = &'a str> + Clone,
     ) -> Result<Self, ModelError> {
-        let kinds = [raw.http.is_some(), raw.tcp.is_some(), raw.grpc.is_some(), raw.ttl.is_some()];
+        let kinds = [
+            raw.http.is_some(),
+            raw.tcp.is_some(),
+            raw.grpc.is_some(),
+            raw.ttl.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(ModelError::invalid(
                 "check",
@@ -140,7 +147,10 @@ impl CheckSpec {
         };
         let interval = field_duration("interval", &raw.interval, DEFAULT_INTERVAL)?;
         if interval < MIN_INTERVAL {
-            return Err(ModelError::invalid("check.interval", "must be at least 100ms"));
+            return Err(ModelError::invalid(
+                "check.interval",
+                "must be at least 100ms",
+            ));
         }
         let timeout = field_duration("timeout", &raw.timeout, DEFAULT_TIMEOUT.min(interval))?;
         if timeout.is_zero() || timeout > interval {
@@ -162,25 +172,42 @@ impl CheckSpec {
                     format!("{path:?} must be a path starting with '/' without spaces"),
                 ));
             }
-            CheckKind::Http { path: path.clone(), port: port("http")? }
+            CheckKind::Http {
+                path: path.clone(),
+                port: port("http")?,
+            }
         } else if let Some(tcp) = raw.tcp {
             if !tcp {
-                return Err(ModelError::invalid("check.tcp", "must be true (or left out)"));
+                return Err(ModelError::invalid(
+                    "check.tcp",
+                    "must be true (or left out)",
+                ));
             }
             CheckKind::Tcp { port: port("tcp")? }
         } else if let Some(service) = &raw.grpc {
-            CheckKind::Grpc { service: service.clone(), port: port("grpc")? }
+            CheckKind::Grpc {
+                service: service.clone(),
+                port: port("grpc")?,
+            }
         } else {
             let ttl = parse_duration("check.ttl", raw.ttl.as_deref().unwrap_or_default())?;
             if ttl < MIN_INTERVAL {
                 return Err(ModelError::invalid("check.ttl", "must be at least 100ms"));
             }
             if raw.port.is_some() {
-                return Err(ModelError::invalid("check.port", "a ttl check probes no port"));
+                return Err(ModelError::invalid(
+                    "check.port",
+                    "a ttl check probes no port",
+                ));
             }
             CheckKind::Ttl { ttl }
         };
-        Ok(CheckSpec { kind, interval, timeout, deregister_critical_after })
+        Ok(CheckSpec {
+            kind,
+            interval,
+            timeout,
+            deregister_critical_after,
+        })
     }
 
     /// The check in the form a user writes it.
@@ -276,8 +303,18 @@ mod tests {
 
     #[test]
     fn http_check_defaults_to_http_port() {
-        let c = parse(r#"{"http":"/healthz","interval":"5s","timeout":"1s"}"#, &["http", "grpc"]).unwrap();
-        assert_eq!(c.kind, CheckKind::Http { path: "/healthz".into(), port: "http".into() });
+        let c = parse(
+            r#"{"http":"/healthz","interval":"5s","timeout":"1s"}"#,
+            &["http", "grpc"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Http {
+                path: "/healthz".into(),
+                port: "http".into()
+            }
+        );
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(c.timeout, Duration::from_secs(1));
     }
@@ -300,7 +337,11 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips() {
-        let c = parse(r#"{"grpc":"","port":"grpc","deregister_critical_after":"1m"}"#, &["grpc"]).unwrap();
+        let c = parse(
+            r#"{"grpc":"","port":"grpc","deregister_critical_after":"1m"}"#,
+            &["grpc"],
+        )
+        .unwrap();
         let back: CheckSpec = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         let t = parse(r#"{"ttl":"10s"}"#, &["http"]).unwrap();

@@ -135,12 +135,18 @@ impl Instance {
 
     /// SRV weight from `meta.weight` (default 1).
     pub fn weight(&self) -> u16 {
-        self.meta.get("weight").and_then(|w| w.parse().ok()).unwrap_or(1)
+        self.meta
+            .get("weight")
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(1)
     }
 
     /// SRV priority from `meta.priority` (default 0).
     pub fn priority(&self) -> u16 {
-        self.meta.get("priority").and_then(|w| w.parse().ok()).unwrap_or(0)
+        self.meta
+            .get("priority")
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -164,26 +170,44 @@ impl Registration {
         let zone = self.zone.clone().unwrap_or_else(|| default_zone.to_owned());
         validate_label("zone", &zone)?;
         if zone == "any" {
-            return Err(ModelError::invalid("zone", "\"any\" is reserved for queries across all zones"));
+            return Err(ModelError::invalid(
+                "zone",
+                "\"any\" is reserved for queries across all zones",
+            ));
         }
         let address: IpAddr = self.address.parse().map_err(|_| {
-            ModelError::invalid("address", format!("{:?} is not an IPv4 or IPv6 address", self.address))
+            ModelError::invalid(
+                "address",
+                format!("{:?} is not an IPv4 or IPv6 address", self.address),
+            )
         })?;
         if self.ports.is_empty() {
-            return Err(ModelError::invalid("ports", "name at least one port, e.g. {\"http\": 8080}"));
+            return Err(ModelError::invalid(
+                "ports",
+                "name at least one port, e.g. {\"http\": 8080}",
+            ));
         }
         if self.ports.len() > MAX_PORTS {
-            return Err(ModelError::invalid("ports", format!("at most {MAX_PORTS} ports")));
+            return Err(ModelError::invalid(
+                "ports",
+                format!("at most {MAX_PORTS} ports"),
+            ));
         }
         for (name, port) in &self.ports {
             validate_label(&format!("ports.{name}"), name)?;
             if *port == 0 {
-                return Err(ModelError::invalid(format!("ports.{name}"), "must be 1-65535"));
+                return Err(ModelError::invalid(
+                    format!("ports.{name}"),
+                    "must be 1-65535",
+                ));
             }
         }
         let version = self.version.clone().unwrap_or_default();
         if version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
-            return Err(ModelError::invalid("version", "at most 128 printable characters"));
+            return Err(ModelError::invalid(
+                "version",
+                "at most 128 printable characters",
+            ));
         }
         self.validate_tags_and_meta()?;
         let check = self
@@ -209,10 +233,16 @@ impl Registration {
 
     fn validate_tags_and_meta(&self) -> Result<(), ModelError> {
         if self.tags.len() > MAX_TAGS {
-            return Err(ModelError::invalid("tags", format!("at most {MAX_TAGS} tags")));
+            return Err(ModelError::invalid(
+                "tags",
+                format!("at most {MAX_TAGS} tags"),
+            ));
         }
         for tag in &self.tags {
-            if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(|c| c.is_control() || c == ',') {
+            if tag.is_empty()
+                || tag.len() > MAX_TAG_LEN
+                || tag.chars().any(|c| c.is_control() || c == ',')
+            {
                 return Err(ModelError::invalid(
                     "tags",
                     format!("{tag:?}: a tag is 1-{MAX_TAG_LEN} printable characters without ','"),
@@ -220,21 +250,33 @@ impl Registration {
             }
         }
         if self.meta.len() > MAX_META {
-            return Err(ModelError::invalid("meta", format!("at most {MAX_META} entries")));
+            return Err(ModelError::invalid(
+                "meta",
+                format!("at most {MAX_META} entries"),
+            ));
         }
         for (key, value) in &self.meta {
             if key.is_empty() || key.len() > MAX_META_KEY_LEN || key.chars().any(char::is_control) {
-                return Err(ModelError::invalid("meta", format!("key {key:?}: 1-{MAX_META_KEY_LEN} printable characters")));
+                return Err(ModelError::invalid(
+                    "meta",
+                    format!("key {key:?}: 1-{MAX_META_KEY_LEN} printable characters"),
+                ));
             }
             if value.len() > MAX_META_VALUE_LEN {
-                return Err(ModelError::invalid(format!("meta.{key}"), format!("at most {MAX_META_VALUE_LEN} bytes")));
+                return Err(ModelError::invalid(
+                    format!("meta.{key}"),
+                    format!("at most {MAX_META_VALUE_LEN} bytes"),
+                ));
             }
         }
         for field in ["weight", "priority"] {
             if let Some(v) = self.meta.get(field) {
                 let ok = v.parse::<u16>().is_ok_and(|n| field == "priority" || n > 0);
                 if !ok {
-                    return Err(ModelError::invalid(format!("meta.{field}"), format!("{v:?} must be a number 0-65535 (weight: 1-65535)")));
+                    return Err(ModelError::invalid(
+                        format!("meta.{field}"),
+                        format!("{v:?} must be a number 0-65535 (weight: 1-65535)"),
+                    ));
                 }
             }
         }
@@ -248,7 +290,8 @@ mod tests {
 
     fn reg(json: &str) -> Result<Instance, String> {
         let r: Registration = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        r.validate("local", || "gen1".into(), "api").map_err(|e| e.to_string())
+        r.validate("local", || "gen1".into(), "api")
+            .map_err(|e| e.to_string())
     }
 
     const BRIEF: &str = r#"{"id": "i1", "product": "shop", "env": "prod", "job": "users-api", "zone": "eu1",
@@ -267,7 +310,8 @@ mod tests {
 
     #[test]
     fn defaults_fill_zone_and_id() {
-        let i = reg(r#"{"product":"a","env":"b","job":"c","address":"::1","ports":{"http":1}}"#).unwrap();
+        let i = reg(r#"{"product":"a","env":"b","job":"c","address":"::1","ports":{"http":1}}"#)
+            .unwrap();
         assert_eq!((i.zone.as_str(), i.id.as_str()), ("local", "gen1"));
     }
 

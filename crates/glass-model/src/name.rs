@@ -40,7 +40,10 @@ pub fn validate_label(field: &str, value: &str) -> Result<(), ModelError> {
     if value.len() > 63 {
         return Err(ModelError::invalid(
             field,
-            format!("{value:?} is {} characters long; at most 63 are allowed", value.len()),
+            format!(
+                "{value:?} is {} characters long; at most 63 are allowed",
+                value.len()
+            ),
         ));
     }
     if let Some(bad) = value

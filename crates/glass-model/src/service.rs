@@ -30,13 +30,18 @@ impl FromStr for ServiceAddr {
         if !(4..=5).contains(&parts.len()) {
             return Err(ModelError::invalid(
                 "address",
-                format!("{text:?} is not a service address; write <port>.<job>.<env>.<product>[.<zone>]"),
+                format!(
+                    "{text:?} is not a service address; write <port>.<job>.<env>.<product>[.<zone>]"
+                ),
             ));
         }
         for (field, value) in ["port", "job", "env", "product", "zone"].iter().zip(&parts) {
             validate_label(field, value)?;
         }
-        let zone = parts.get(4).filter(|z| **z != "any").map(|z| (*z).to_owned());
+        let zone = parts
+            .get(4)
+            .filter(|z| **z != "any")
+            .map(|z| (*z).to_owned());
         Ok(ServiceAddr {
             port: parts[0].to_owned(),
             job: parts[1].to_owned(),
@@ -50,7 +55,11 @@ impl FromStr for ServiceAddr {
 impl fmt::Display for ServiceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let zone = self.zone.as_deref().unwrap_or("any");
-        write!(f, "{}.{}.{}.{}.{}", self.port, self.job, self.env, self.product, zone)
+        write!(
+            f,
+            "{}.{}.{}.{}.{}",
+            self.port, self.job, self.env, self.product, zone
+        )
     }
 }
 

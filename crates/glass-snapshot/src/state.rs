@@ -22,7 +22,11 @@ pub struct SnapshotState {
 /// The health of an instance that has no stored health record yet.
 fn initial_health(instance: &Instance) -> Health {
     match instance.check {
-        None => Health { status: HealthStatus::Passing, output: "no check".into(), since_ms: 0 },
+        None => Health {
+            status: HealthStatus::Passing,
+            output: "no check".into(),
+            since_ms: 0,
+        },
         Some(_) => Health {
             status: HealthStatus::Critical,
             output: "not checked yet".into(),
@@ -71,10 +75,20 @@ impl SnapshotState {
         let job_key = (key.product.clone(), key.env.clone(), key.job.clone());
         match self.instances.get(key) {
             Some(instance) => {
-                let health = self.health.get(key).cloned().unwrap_or_else(|| initial_health(instance));
-                let member = Arc::new(Member { instance: instance.clone(), health });
+                let health = self
+                    .health
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| initial_health(instance));
+                let member = Arc::new(Member {
+                    instance: instance.clone(),
+                    health,
+                });
                 self.members.insert(key.clone(), member.clone());
-                self.jobs.entry(job_key).or_default().insert(key.id.clone(), member);
+                self.jobs
+                    .entry(job_key)
+                    .or_default()
+                    .insert(key.id.clone(), member);
             }
             None => {
                 self.members.remove(key);
@@ -90,7 +104,11 @@ impl SnapshotState {
 
     /// An immutable snapshot of the current state.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { revision: self.revision, members: self.members.clone(), jobs: self.jobs.clone() }
+        Snapshot {
+            revision: self.revision,
+            members: self.members.clone(),
+            jobs: self.jobs.clone(),
+        }
     }
 }
 
@@ -104,7 +122,11 @@ mod tests {
         let json = format!(
             r#"{{"id":"{id}","product":"shop","env":"prod","job":"users","zone":"{zone}",
                "address":"10.0.0.1","ports":{{"http":80}} {} }}"#,
-            if check { r#","check":{"ttl":"5s"}"# } else { "" }
+            if check {
+                r#","check":{"ttl":"5s"}"#
+            } else {
+                ""
+            }
         );
         let reg: Registration = serde_json::from_str(&json).unwrap();
         reg.validate("local", || unreachable!(), "api").unwrap()
@@ -120,20 +142,41 @@ mod tests {
         assert_eq!(snap.revision, 2);
         let summaries = snap.services();
         assert_eq!(summaries.len(), 2);
-        assert_eq!((summaries[1].healthy, summaries[1].total), (0, 1), "ttl check starts critical");
+        assert_eq!(
+            (summaries[1].healthy, summaries[1].total),
+            (0, 1),
+            "ttl check starts critical"
+        );
 
         let b = instance("b", "eu2", true).key();
-        state.put_health(b.clone(), Health { status: HealthStatus::Passing, output: String::new(), since_ms: 1 });
+        state.put_health(
+            b.clone(),
+            Health {
+                status: HealthStatus::Passing,
+                output: String::new(),
+                since_ms: 1,
+            },
+        );
         let all: ServiceAddr = "http.users.prod.shop".parse().unwrap();
         let snap2 = state.snapshot();
-        assert_eq!(snap2.service(&all).filter(|m| m.is_healthy(false)).count(), 2);
-        assert_eq!(snap.service(&all).filter(|m| m.is_healthy(false)).count(), 1, "old snapshot unchanged");
+        assert_eq!(
+            snap2.service(&all).filter(|m| m.is_healthy(false)).count(),
+            2
+        );
+        assert_eq!(
+            snap.service(&all).filter(|m| m.is_healthy(false)).count(),
+            1,
+            "old snapshot unchanged"
+        );
 
         state.remove_instance(&b);
         let snap3 = state.snapshot();
         let eu2: ServiceAddr = "http.users.prod.shop.eu2".parse().unwrap();
         assert_eq!(snap3.service(&eu2).count(), 0);
-        let filter = InstanceFilter { zone: Some("eu1".into()), ..Default::default() };
+        let filter = InstanceFilter {
+            zone: Some("eu1".into()),
+            ..Default::default()
+        };
         assert_eq!(snap3.members(&filter).count(), 1);
     }
 }

@@ -69,7 +69,10 @@ impl InstanceFilter {
             && eq(&self.job, &i.job)
             && eq(&self.zone, &i.zone)
             && self.port.as_deref().is_none_or(|p| i.ports.contains_key(p))
-            && self.tag.as_deref().is_none_or(|t| i.tags.iter().any(|have| have == t))
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| i.tags.iter().any(|have| have == t))
             && self.healthy.is_none_or(|h| member.is_healthy(false) == h)
     }
 }
@@ -102,12 +105,21 @@ impl Snapshot {
     }
 
     /// Every instance whose id is `id`, across all jobs.
-    pub fn members_with_id<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Arc<Member>> + 'a {
-        self.members.iter().filter(move |(k, _)| k.id == id).map(|(_, m)| m)
+    pub fn members_with_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Member>> + 'a {
+        self.members
+            .iter()
+            .filter(move |(k, _)| k.id == id)
+            .map(|(_, m)| m)
     }
 
     /// Instances matching `filter`, in key order. Narrows by job first when it can.
-    pub fn members<'a>(&'a self, filter: &'a InstanceFilter) -> Box<dyn Iterator<Item = &'a Arc<Member>> + 'a> {
+    pub fn members<'a>(
+        &'a self,
+        filter: &'a InstanceFilter,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Member>> + 'a> {
         match (&filter.product, &filter.env, &filter.job) {
             (Some(p), Some(e), Some(j)) => {
                 let key = (p.clone(), e.clone(), j.clone());
@@ -125,7 +137,10 @@ impl Snapshot {
 
     /// The instances behind a service address (all zones when the address
     /// has none), healthy or not, in id order.
-    pub fn service<'a>(&'a self, addr: &'a ServiceAddr) -> impl Iterator<Item = &'a Arc<Member>> + 'a {
+    pub fn service<'a>(
+        &'a self,
+        addr: &'a ServiceAddr,
+    ) -> impl Iterator<Item = &'a Arc<Member>> + 'a {
         let key = (addr.product.clone(), addr.env.clone(), addr.job.clone());
         self.jobs
             .get(&key)
@@ -152,7 +167,11 @@ impl Snapshot {
             }
         }
         out.into_iter()
-            .map(|(address, (healthy, total))| ServiceSummary { address, healthy, total })
+            .map(|(address, (healthy, total))| ServiceSummary {
+                address,
+                healthy,
+                total,
+            })
             .collect()
     }
 }

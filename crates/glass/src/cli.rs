@@ -81,7 +81,12 @@ pub(crate) struct ClientArgs {
     #[arg(long, env = "GLASS_TOKEN", global = true, hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Data directory of a local node (for addrs.json and token).
-    #[arg(long, env = "GLASS_DATA_DIR", global = true, default_value = "glass-data")]
+    #[arg(
+        long,
+        env = "GLASS_DATA_DIR",
+        global = true,
+        default_value = "glass-data"
+    )]
     pub(crate) data_dir: PathBuf,
 }
 

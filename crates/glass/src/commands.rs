@@ -26,12 +26,19 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn pairs<T: std::str::FromStr>(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, T>> {
+fn pairs<T: std::str::FromStr>(
+    flag: &str,
+    items: &[String],
+) -> anyhow::Result<BTreeMap<String, T>> {
     items
         .iter()
         .map(|item| {
-            let (k, v) = item.split_once('=').ok_or_else(|| anyhow!("--{flag} {item:?}: write NAME=VALUE"))?;
-            let v = v.parse().map_err(|_| anyhow!("--{flag} {item:?}: {v:?} is not a valid value"))?;
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--{flag} {item:?}: write NAME=VALUE"))?;
+            let v = v
+                .parse()
+                .map_err(|_| anyhow!("--{flag} {item:?}: {v:?} is not a valid value"))?;
             Ok((k.to_owned(), v))
         })
         .collect()
@@ -42,11 +49,16 @@ fn registration(args: &RegisterArgs) -> anyhow::Result<Registration> {
         let text = if path.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
         } else {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
         };
-        return serde_json::from_str(&text).with_context(|| format!("{}: invalid registration", path.display()));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid registration", path.display()));
     }
-    let any_check = args.check_http.is_some() || args.check_tcp || args.check_ttl.is_some() || args.check_grpc.is_some();
+    let any_check = args.check_http.is_some()
+        || args.check_tcp
+        || args.check_ttl.is_some()
+        || args.check_grpc.is_some();
     let check = any_check.then(|| RawCheck {
         http: args.check_http.clone(),
         tcp: args.check_tcp.then_some(true),
@@ -75,28 +87,49 @@ fn registration(args: &RegisterArgs) -> anyhow::Result<Registration> {
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let reg = registration(&args)?;
     let client = Client::new(&args.client)?;
-    let resp = client.send(client.request(Method::POST, "/api/v1/instances").json(&reg)).await?;
+    let resp = client
+        .send(client.request(Method::POST, "/api/v1/instances").json(&reg))
+        .await?;
     let body: Value = resp.json().await?;
-    let verb = if body["changed"].as_bool() == Some(false) { "unchanged" } else { "registered" };
-    println!("{verb} {} (revision {})", body["id"].as_str().unwrap_or("?"), body["revision"]);
+    let verb = if body["changed"].as_bool() == Some(false) {
+        "unchanged"
+    } else {
+        "registered"
+    };
+    println!(
+        "{verb} {} (revision {})",
+        body["id"].as_str().unwrap_or("?"),
+        body["revision"]
+    );
     Ok(())
 }
 
 async fn instance_call(args: InstanceArgs, method: Method, suffix: &str) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
-    let mut req = client.request(method.clone(), &format!("/api/v1/instances/{}{suffix}", args.id));
+    let mut req = client.request(
+        method.clone(),
+        &format!("/api/v1/instances/{}{suffix}", args.id),
+    );
     if let (Some(p), Some(e), Some(j)) = (&args.product, &args.env, &args.job) {
         req = req.query(&[("product", p), ("env", e), ("job", j)]);
     }
     let body: Value = client.send(req).await?.json().await?;
-    let verb = if method == Method::DELETE { "deregistered" } else { "heartbeat sent for" };
+    let verb = if method == Method::DELETE {
+        "deregistered"
+    } else {
+        "heartbeat sent for"
+    };
     println!("{verb} {} (revision {})", args.id, body["revision"]);
     Ok(())
 }
 
 async fn get_json(list: &ListArgs, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
     let client = Client::new(&list.client)?;
-    Ok(client.send(client.request(Method::GET, path).query(query)).await?.json().await?)
+    Ok(client
+        .send(client.request(Method::GET, path).query(query))
+        .await?
+        .json()
+        .await?)
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -106,7 +139,14 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
 
 async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     let mut query = Vec::new();
-    for (name, value) in [("product", &args.product), ("env", &args.env), ("job", &args.job), ("zone", &args.zone), ("port", &args.port), ("tag", &args.tag)] {
+    for (name, value) in [
+        ("product", &args.product),
+        ("env", &args.env),
+        ("job", &args.job),
+        ("zone", &args.zone),
+        ("port", &args.port),
+        ("tag", &args.tag),
+    ] {
         if let Some(v) = value {
             query.push((name, v.clone()));
         }
@@ -125,10 +165,23 @@ async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
         .unwrap_or_default()
         .iter()
         .map(|i| {
-            let ports = i["ports"].as_object().map(|p| p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")).unwrap_or_default();
+            let ports = i["ports"]
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
             vec![
                 text(&i["id"]),
-                format!("{}.{}.{}", text(&i["job"]), text(&i["env"]), text(&i["product"])),
+                format!(
+                    "{}.{}.{}",
+                    text(&i["job"]),
+                    text(&i["env"]),
+                    text(&i["product"])
+                ),
                 text(&i["zone"]),
                 text(&i["address"]),
                 ports,
@@ -137,7 +190,13 @@ async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table::render(&["ID", "JOB", "ZONE", "ADDRESS", "PORTS", "HEALTH", "VERSION"], &rows));
+    print!(
+        "{}",
+        table::render(
+            &["ID", "JOB", "ZONE", "ADDRESS", "PORTS", "HEALTH", "VERSION"],
+            &rows
+        )
+    );
     Ok(())
 }
 
@@ -151,7 +210,12 @@ async fn services(args: ListArgs) -> anyhow::Result<()> {
         .map(|a| a.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|s| vec![s["address"].as_str().unwrap_or_default().to_owned(), format!("{}/{}", s["healthy"], s["total"])])
+        .map(|s| {
+            vec![
+                s["address"].as_str().unwrap_or_default().to_owned(),
+                format!("{}/{}", s["healthy"], s["total"]),
+            ]
+        })
         .collect();
     print!("{}", table::render(&["SERVICE", "HEALTHY"], &rows));
     Ok(())
@@ -159,12 +223,16 @@ async fn services(args: ListArgs) -> anyhow::Result<()> {
 
 async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.list.client)?;
-    let req = client.request(Method::GET, "/api/v1/watch").query(&[("from", args.from)]);
+    let req = client
+        .request(Method::GET, "/api/v1/watch")
+        .query(&[("from", args.from)]);
     let mut body = client.send(req).await?.bytes_stream();
     let mut buffer = String::new();
     let mut stdout = std::io::stdout();
     while let Some(chunk) = body.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk.context("the watch stream broke")?));
+        buffer.push_str(&String::from_utf8_lossy(
+            &chunk.context("the watch stream broke")?,
+        ));
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
             for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
@@ -175,8 +243,18 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
                 if args.list.json {
                     writeln!(stdout, "{change}")?;
                 } else {
-                    let status = change["value"]["status"].as_str().map(|s| format!(" {s}")).unwrap_or_default();
-                    writeln!(stdout, "{:>6}  {:<6}  {:<8}  {}{status}", change["revision"], change["kind"].as_str().unwrap_or("?"), change["record"].as_str().unwrap_or("?"), change["key"].as_str().unwrap_or("?"))?;
+                    let status = change["value"]["status"]
+                        .as_str()
+                        .map(|s| format!(" {s}"))
+                        .unwrap_or_default();
+                    writeln!(
+                        stdout,
+                        "{:>6}  {:<6}  {:<8}  {}{status}",
+                        change["revision"],
+                        change["kind"].as_str().unwrap_or("?"),
+                        change["record"].as_str().unwrap_or("?"),
+                        change["key"].as_str().unwrap_or("?")
+                    )?;
                 }
                 stdout.flush()?;
             }

@@ -75,19 +75,31 @@ struct Origin<'a> {
 
 impl Origin<'_> {
     /// `file:line:key: message` for a file value, `--flag: message` otherwise.
-    fn error(&self, key: &str, span: Option<std::ops::Range<usize>>, message: impl std::fmt::Display) -> ConfigError {
+    fn error(
+        &self,
+        key: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: impl std::fmt::Display,
+    ) -> ConfigError {
         match (self.file, span) {
             (Some((path, text)), Some(span)) => {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 ConfigError(format!("{}:{line}:{key}: {message}", path.display()))
             }
-            _ => ConfigError(format!("--{} (GLASS_{}): {message}", key.replace('_', "-"), key.to_uppercase())),
+            _ => ConfigError(format!(
+                "--{} (GLASS_{}): {message}",
+                key.replace('_', "-"),
+                key.to_uppercase()
+            )),
         }
     }
 }
 
 /// Takes the flag/variable when given, else the file's value with its span.
-fn pick<T: Clone>(flag: Option<T>, file: Option<Spanned<T>>) -> Option<(T, Option<std::ops::Range<usize>>)> {
+fn pick<T: Clone>(
+    flag: Option<T>,
+    file: Option<Spanned<T>>,
+) -> Option<(T, Option<std::ops::Range<usize>>)> {
     match (flag, file) {
         (Some(v), _) => Some((v, None)),
         (None, Some(s)) => Some((s.get_ref().clone(), Some(s.span()))),
@@ -99,22 +111,39 @@ impl Config {
     /// Reads the config file (if any), merges flags and variables over it, validates.
     pub(crate) fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
         let default_file = PathBuf::from("glass.toml");
-        let path = args.config.clone().or_else(|| default_file.exists().then_some(default_file));
+        let path = args
+            .config
+            .clone()
+            .or_else(|| default_file.exists().then_some(default_file));
         let text = match &path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?,
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?,
             None => String::new(),
         };
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
             let p = path.as_deref().unwrap_or(Path::new("glass.toml"));
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(1);
+            let line = e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .unwrap_or(1);
             ConfigError(format!("{}:{line}: {}", p.display(), e.message().trim()))
         })?;
-        let origin = Origin { file: path.as_deref().map(|p| (p, text.as_str())) };
+        let origin = Origin {
+            file: path.as_deref().map(|p| (p, text.as_str())),
+        };
         Self::validate(args, raw, &origin, path.clone())
     }
 
-    fn validate(args: &ServeArgs, raw: RawConfig, origin: &Origin<'_>, source: Option<PathBuf>) -> Result<Config, ConfigError> {
-        let addr = |key: &str, flag: &Option<String>, file: Option<Spanned<String>>, default: &str| {
+    fn validate(
+        args: &ServeArgs,
+        raw: RawConfig,
+        origin: &Origin<'_>,
+        source: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let addr = |key: &str,
+                    flag: &Option<String>,
+                    file: Option<Spanned<String>>,
+                    default: &str| {
             let (text, span) = pick(flag.clone(), file).unwrap_or((default.to_owned(), None));
             text.parse::<SocketAddr>()
                 .map_err(|_| origin.error(key, span, format!("{text:?} is not an address; write IP:PORT, e.g. 127.0.0.1:8500 (port 0 picks a free port)")))
@@ -124,26 +153,37 @@ impl Config {
         let (zone, span) = pick(args.zone.clone(), raw.zone).unwrap_or(("local".into(), None));
         validate_label("zone", &zone).map_err(|e| origin.error("zone", span.clone(), e))?;
         if zone == "any" {
-            return Err(origin.error("zone", span, "\"any\" is reserved for queries across all zones"));
+            return Err(origin.error(
+                "zone",
+                span,
+                "\"any\" is reserved for queries across all zones",
+            ));
         }
-        let (domain, span) = pick(args.dns_domain.clone(), raw.dns_domain).unwrap_or(("glass.".into(), None));
-        let dns_domain = normalize_domain(&domain).map_err(|e| origin.error("dns_domain", span, e))?;
+        let (domain, span) =
+            pick(args.dns_domain.clone(), raw.dns_domain).unwrap_or(("glass.".into(), None));
+        let dns_domain =
+            normalize_domain(&domain).map_err(|e| origin.error("dns_domain", span, e))?;
         let node_name = match pick(args.node_name.clone(), raw.node_name) {
             Some((name, span)) => {
-                validate_label("node_name", &name).map_err(|e| origin.error("node_name", span, e))?;
+                validate_label("node_name", &name)
+                    .map_err(|e| origin.error("node_name", span, e))?;
                 name
             }
             None => default_node_name(),
         };
         let dns = raw.dns.unwrap_or_default();
         let ttl = |key: &str, value: Option<Spanned<u32>>, default: u32| match value {
-            Some(v) if *v.get_ref() > 86_400 => Err(origin.error(key, Some(v.span()), "at most 86400 seconds")),
+            Some(v) if *v.get_ref() > 86_400 => {
+                Err(origin.error(key, Some(v.span()), "at most 86400 seconds"))
+            }
             Some(v) => Ok(*v.get_ref()),
             None => Ok(default),
         };
         Ok(Config {
             source,
-            data_dir: pick(args.data_dir.clone(), raw.data_dir).map(|v| v.0).unwrap_or_else(|| "glass-data".into()),
+            data_dir: pick(args.data_dir.clone(), raw.data_dir)
+                .map(|v| v.0)
+                .unwrap_or_else(|| "glass-data".into()),
             api_addr,
             dns_addr,
             dns_domain,
@@ -154,14 +194,21 @@ impl Config {
             node_name,
             providers_dir: pick(args.providers_dir.clone(), raw.providers_dir).map(|v| v.0),
             dev: args.dev || raw.dev.unwrap_or(false),
-            log_level: args.log_level.clone().or(raw.log_level).unwrap_or_else(|| "info".into()),
+            log_level: args
+                .log_level
+                .clone()
+                .or(raw.log_level)
+                .unwrap_or_else(|| "info".into()),
             log_json: args.log_json || raw.log_json.unwrap_or(false),
         })
     }
 
     /// The config file's name, or "defaults" when there was none.
     pub(crate) fn source_name(&self) -> String {
-        self.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration (no file)".into())
+        self.source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "configuration (no file)".into())
     }
 }
 
@@ -191,7 +238,11 @@ fn default_node_name() -> String {
         .take(63)
         .collect();
     let label = label.trim_matches('-').to_owned();
-    if label.is_empty() { "node".into() } else { label }
+    if label.is_empty() {
+        "node".into()
+    } else {
+        label
+    }
 }
 
 #[cfg(test)]
@@ -202,19 +253,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("glass.toml");
         std::fs::write(&path, toml).unwrap();
-        Config::load(&ServeArgs { config: Some(path), ..args }).map_err(|e| {
-            e.to_string().replace(&dir.path().join("glass.toml").display().to_string(), "glass.toml")
+        Config::load(&ServeArgs {
+            config: Some(path),
+            ..args
+        })
+        .map_err(|e| {
+            e.to_string().replace(
+                &dir.path().join("glass.toml").display().to_string(),
+                "glass.toml",
+            )
         })
     }
 
     fn check_err(toml: &str, expected: &str) {
         let err = load(toml, ServeArgs::default()).unwrap_err();
-        assert!(err.starts_with(expected), "{err:?} should start with {expected:?}");
+        assert!(
+            err.starts_with(expected),
+            "{err:?} should start with {expected:?}"
+        );
     }
 
     #[test]
     fn config_errors_name_file_line_and_key() {
-        check_err("zone = \"eu1\"\napi_addr = \"nope\"\n", "glass.toml:2:api_addr: \"nope\" is not an address");
+        check_err(
+            "zone = \"eu1\"\napi_addr = \"nope\"\n",
+            "glass.toml:2:api_addr: \"nope\" is not an address",
+        );
         check_err("\n\nbogus = 1\n", "glass.toml:3: unknown field `bogus`");
         check_err("zone = \"EU\"\n", "glass.toml:1:zone: zone:");
         check_err("zone = \"any\"\n", "glass.toml:1:zone:");
@@ -226,12 +290,22 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let args = ServeArgs { zone: Some("eu2".into()), ..ServeArgs::default() };
+        let args = ServeArgs {
+            zone: Some("eu2".into()),
+            ..ServeArgs::default()
+        };
         let c = load("zone = \"eu1\"\ndns_domain = \"Svc.Example\"\n", args).unwrap();
         assert_eq!(c.zone, "eu2");
         assert_eq!(c.dns_domain, "svc.example.");
         assert_eq!(c.api_addr.to_string(), "127.0.0.1:8500");
-        let err = Config::load(&ServeArgs { api_addr: Some("x".into()), ..ServeArgs::default() }).unwrap_err();
-        assert!(err.to_string().starts_with("--api-addr (GLASS_API_ADDR): "), "{err}");
+        let err = Config::load(&ServeArgs {
+            api_addr: Some("x".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("--api-addr (GLASS_API_ADDR): "),
+            "{err}"
+        );
     }
 }

@@ -23,14 +23,25 @@ const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
 const PROVIDER_SCAN_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs a node until `shutdown` resolves.
-pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+pub(crate) async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let store_path = config.data_dir.join("store.db");
     let store = SqliteStore::open(&store_path, SqliteOptions::default())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let store: Arc<dyn Store> = store;
-    let token = if config.dev { None } else { Some(load_or_create_token(&config.data_dir)?) };
+    let token = if config.dev {
+        None
+    } else {
+        Some(load_or_create_token(&config.data_dir)?)
+    };
 
     let catalog = Catalog::new(store.clone(), config.zone.clone());
     let follower = catalog.start().await.context("cannot load the catalog")?;
@@ -51,8 +62,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()> + Sen
     let mut addrs = BTreeMap::new();
     addrs.insert("api", api_addr.to_string());
     addrs.insert("dns", dns.addr.to_string());
-    write_atomically(&config.data_dir.join("addrs.json"), serde_json::to_string(&addrs)?.as_bytes())
-        .context("cannot write addrs.json")?;
+    write_atomically(
+        &config.data_dir.join("addrs.json"),
+        serde_json::to_string(&addrs)?.as_bytes(),
+    )
+    .context("cannot write addrs.json")?;
     tracing::info!(api = %api_addr, dns = %dns.addr, data_dir = %config.data_dir.display(), zone = %config.zone, dev = config.dev, "Glass is serving");
 
     let lease = register_self(&catalog, &config, &addrs).await?;
@@ -87,7 +101,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()> + Sen
 
 /// Registers this node as `glass.system` instance `<node-name>` with its
 /// listeners as ports, attached to a lease so it disappears if the node dies.
-async fn register_self(catalog: &Catalog, config: &Config, addrs: &BTreeMap<&str, String>) -> anyhow::Result<i64> {
+async fn register_self(
+    catalog: &Catalog,
+    config: &Config,
+    addrs: &BTreeMap<&str, String>,
+) -> anyhow::Result<i64> {
     let lease = catalog.store().lease_grant(NODE_LEASE_TTL).await?;
     let mut ports = BTreeMap::new();
     let mut address = None;
@@ -107,7 +125,10 @@ async fn register_self(catalog: &Catalog, config: &Config, addrs: &BTreeMap<&str
         ..Registration::default()
     };
     let instance = reg.validate(catalog.zone(), String::new, "node")?;
-    catalog.put_instance(instance, Some(lease)).await.context("cannot register this node")?;
+    catalog
+        .put_instance(instance, Some(lease))
+        .await
+        .context("cannot register this node")?;
     Ok(lease)
 }
 
@@ -126,11 +147,18 @@ fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("token");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let token = text.trim().to_owned();
-        anyhow::ensure!(!token.is_empty(), "{} is empty; delete it to get a new token", path.display());
+        anyhow::ensure!(
+            !token.is_empty(),
+            "{} is empty; delete it to get a new token",
+            path.display()
+        );
         return Ok(token);
     }
-    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    write_atomically(&path, format!("{token}\n").as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    write_atomically(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!(path = %path.display(), "Created the API token");
     Ok(token)
 }

@@ -26,7 +26,11 @@ impl MetricsSource for DnsMetricsSource {
 }
 
 /// Binds UDP and TCP on `config.dns_addr` and serves from the catalog snapshot.
-pub(crate) async fn start(config: &Config, catalog: &Catalog, state: &ApiState) -> anyhow::Result<RunningDns> {
+pub(crate) async fn start(
+    config: &Config,
+    catalog: &Catalog,
+    state: &ApiState,
+) -> anyhow::Result<RunningDns> {
     let dns_config = DnsConfig {
         domain: config.dns_domain.clone(),
         ttl: config.dns_ttl,
@@ -35,9 +39,16 @@ pub(crate) async fn start(config: &Config, catalog: &Catalog, state: &ApiState) 
         local_zone: config.zone.clone(),
     };
     let metrics = Arc::new(DnsMetrics::new());
-    state.metrics.add_source(Arc::new(DnsMetricsSource(metrics.clone())));
-    let server = DnsServer::bind(config.dns_addr, dns_config, catalog.snapshots().clone(), metrics)
-        .with_context(|| format!("cannot serve DNS on {} (--dns-addr)", config.dns_addr))?;
+    state
+        .metrics
+        .add_source(Arc::new(DnsMetricsSource(metrics.clone())));
+    let server = DnsServer::bind(
+        config.dns_addr,
+        dns_config,
+        catalog.snapshots().clone(),
+        metrics,
+    )
+    .with_context(|| format!("cannot serve DNS on {} (--dns-addr)", config.dns_addr))?;
     let addr = server.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {

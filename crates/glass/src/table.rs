@@ -10,7 +10,10 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let text: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let text: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(text.join("  ").trim_end());
         out.push('\n');
     };
@@ -25,7 +28,13 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn aligns_columns() {
-        let out = super::render(&["ID", "ZONE"], &[vec!["i1".into(), "eu1".into()], vec!["long-id".into(), "x".into()]]);
+        let out = super::render(
+            &["ID", "ZONE"],
+            &[
+                vec!["i1".into(), "eu1".into()],
+                vec!["long-id".into(), "x".into()],
+            ],
+        );
         assert_eq!(out, "ID       ZONE\ni1       eu1\nlong-id  x\n");
     }
 }

@@ -18,7 +18,8 @@ pub(crate) struct Fixture {
 
 pub(crate) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = SqliteStore::open(&dir.path().join("store.db"), SqliteOptions::default()).unwrap();
+    let store: Arc<dyn Store> =
+        SqliteStore::open(&dir.path().join("store.db"), SqliteOptions::default()).unwrap();
     let catalog = Catalog::new(store, "eu1");
     catalog.start().await.unwrap();
     Fixture { catalog, _dir: dir }
@@ -33,19 +34,37 @@ pub(crate) fn registration(id: &str, port: u16, check: serde_json::Value) -> Reg
 }
 
 pub(crate) fn key(id: &str) -> InstanceKey {
-    InstanceKey { product: "shop".into(), env: "prod".into(), job: "users-api".into(), id: id.into() }
+    InstanceKey {
+        product: "shop".into(),
+        env: "prod".into(),
+        job: "users-api".into(),
+        id: id.into(),
+    }
 }
 
 /// The instance's status, or `None` once it is gone.
 pub(crate) fn status(catalog: &Catalog, id: &str) -> Option<HealthStatus> {
-    catalog.snapshots().load().member(&key(id)).map(|m| m.health.status)
+    catalog
+        .snapshots()
+        .load()
+        .member(&key(id))
+        .map(|m| m.health.status)
 }
 
 /// Waits (at most `limit`) until `id`'s status is `want`; returns how long it took.
-pub(crate) async fn wait_status(catalog: &Catalog, id: &str, want: Option<HealthStatus>, limit: Duration) -> Duration {
+pub(crate) async fn wait_status(
+    catalog: &Catalog,
+    id: &str,
+    want: Option<HealthStatus>,
+    limit: Duration,
+) -> Duration {
     let started = tokio::time::Instant::now();
     while status(catalog, id) != want {
-        assert!(started.elapsed() < limit, "{id} did not become {want:?} within {limit:?} (is {:?})", status(catalog, id));
+        assert!(
+            started.elapsed() < limit,
+            "{id} did not become {want:?} within {limit:?} (is {:?})",
+            status(catalog, id)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     started.elapsed()

@@ -8,7 +8,10 @@ fn acknowledged_registrations_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &["--dev"]);
     let api = node.api.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let acknowledged = runtime.block_on(async move {
         let client = reqwest::Client::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -41,7 +44,11 @@ fn acknowledged_registrations_survive_kill_9() {
         reqwest::get(url).await.unwrap().json().await.unwrap()
     });
     let instances = body.as_array().unwrap();
-    assert_eq!(instances.len(), TOTAL, "every acknowledged registration is back");
+    assert_eq!(
+        instances.len(),
+        TOTAL,
+        "every acknowledged registration is back"
+    );
     for instance in instances {
         let n: usize = instance["meta"]["n"].as_str().unwrap().parse().unwrap();
         assert_eq!(instance["id"], format!("d{n}"));

@@ -2,6 +2,7 @@
 //! processes, `addrs.json`, the CLI and the HTTP API on loopback.
 
 mod cli;
+mod dns;
 mod durability;
 
 use std::io::{BufRead, BufReader};
@@ -24,7 +25,14 @@ impl Node {
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Node {
         let _ = std::fs::remove_file(data_dir.join("addrs.json"));
         let child = Command::new(GLASS)
-            .args(["serve", "--api-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--dns-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("GLASS_LOG", "warn")
@@ -36,7 +44,10 @@ impl Node {
             if let Ok(text) = std::fs::read_to_string(data_dir.join("addrs.json")) {
                 break serde_json::from_str::<serde_json::Value>(&text).unwrap();
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "glass serve did not write addrs.json");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "glass serve did not write addrs.json"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Node {
@@ -49,13 +60,22 @@ impl Node {
 
     /// Runs a CLI command against this node (`--data-dir` finds address and token).
     pub(crate) fn cli(&self, args: &[&str]) -> Output {
-        Command::new(GLASS).args(args).arg("--data-dir").arg(&self.data_dir).output().unwrap()
+        Command::new(GLASS)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .unwrap()
     }
 
     /// Like [`Node::cli`], asserting success; returns stdout.
     pub(crate) fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "glass {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "glass {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -81,7 +101,10 @@ impl Node {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "glass did not stop on SIGTERM");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "glass did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
