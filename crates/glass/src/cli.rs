@@ -19,7 +19,7 @@ pub(crate) enum Command {
     /// Validate the configuration and exit.
     CheckConfig(ServeArgs),
     /// Register an instance (idempotent).
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
     /// Deregister an instance.
     Deregister(InstanceArgs),
     /// Send a heartbeat for a TTL-checked instance.

@@ -16,7 +16,7 @@ use crate::table;
 /// Runs a client command.
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Register(args) => register(args).await,
+        Command::Register(args) => register(*args).await,
         Command::Deregister(args) => instance_call(args, Method::DELETE, "").await,
         Command::Heartbeat(args) => instance_call(args, Method::PUT, "/heartbeat").await,
         Command::Instances(args) => instances(args).await,
