@@ -698,11 +698,14 @@ impl Rng {
     }
 }
 
+/// A transaction in the model's event log: its revision and `(kind, key, value)` per event.
+type LoggedTxn = (Revision, Vec<(EventKind, Bytes, Bytes)>);
+
 /// The reference model: the key/values and the event log.
 struct Model {
     kvs: BTreeMap<Bytes, KeyValue>,
     revision: Revision,
-    log: Vec<(Revision, Vec<(EventKind, Bytes, Bytes)>)>,
+    log: Vec<LoggedTxn>,
 }
 
 impl Model {
@@ -874,7 +877,7 @@ pub async fn model_random_ops(store: Arc<dyn Store>) {
     };
     let mut watch = store.watch(b"m/", start + 1).await.expect("watch");
     let batches = collect_until(&mut watch, last).await;
-    let got: Vec<(Revision, Vec<(EventKind, Bytes, Bytes)>)> = batches
+    let got: Vec<LoggedTxn> = batches
         .iter()
         .map(|batch| {
             let events = batch

@@ -5,7 +5,7 @@
 //! by one per transaction that changes something, watches that replay
 //! history and then follow live changes, and leases. The embedded backend
 //! is [`SqliteStore`]; a cluster backend (etcd) implements the same trait
-//! and runs the same [`contract`] suite.
+//! and runs the same `contract` suite (feature `contract`).
 
 mod error;
 mod sqlite;

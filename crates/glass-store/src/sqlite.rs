@@ -75,7 +75,7 @@ pub struct SqliteStats {
     /// SQLite transactions committed by the writer (each is one WAL fsync).
     pub commits: u64,
     /// Write requests (transactions, lease grants and revokes,
-    /// compactions) the writer has processed.
+    /// compactions, automatic ones included) the writer has processed.
     pub write_requests: u64,
     /// The current store revision.
     pub revision: Revision,
@@ -170,6 +170,18 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 /// The embedded [`Store`]: one SQLite file in WAL mode, written by one
 /// thread with group commit. Open with [`SqliteStore::open`]; hold it as
 /// `Arc<dyn Store>`. Only one process may open a file at a time.
+///
+/// Choices where the trait leaves room:
+/// * an empty store is at revision 0; the first write gets revision 1;
+/// * a watch from a revision beyond the current one is allowed and starts
+///   there once it is reached (as in etcd); it never fails with
+///   [`StoreError::FutureRevision`];
+/// * `compact(r)` keeps the history at `r` and later; `r` beyond the
+///   current revision fails with [`StoreError::FutureRevision`]; `r` at or
+///   below the compaction point is a no-op;
+/// * `DeletePrefix` with an empty prefix deletes every key (as `range(b"")`
+///   reads every key);
+/// * a lease revoke (or expiry) that deletes no key does not move the revision.
 pub struct SqliteStore {
     shared: Arc<Shared>,
     path: PathBuf,
@@ -350,7 +362,11 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Invalid("lease TTL too large".into()))?;
         let ttl = ttl_from_ms(ttl_ms);
         self.shared
-            .write(|reply| WriteMsg::LeaseGrant { ttl, reply })
+            .write(|reply| WriteMsg::LeaseGrant {
+                ttl,
+                granted_at: Instant::now(),
+                reply,
+            })
             .await
     }
 

@@ -30,6 +30,8 @@ pub(crate) enum Command {
     Services(ListArgs),
     /// Stream catalog changes.
     Watch(WatchArgs),
+    /// Print the control API's OpenAPI document.
+    Openapi,
 }
 
 /// Options of `glass serve`; every one is also a `GLASS_*` variable and a

@@ -22,7 +22,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Instances(args) => instances(args).await,
         Command::Services(args) => services(args).await,
         Command::Watch(args) => watch(args).await,
-        Command::Serve(_) | Command::CheckConfig(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::CheckConfig(_) | Command::Openapi => unreachable!("handled in main"),
     }
 }
 

@@ -34,6 +34,10 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.source_name());
                 Ok(())
             }
+            Command::Openapi => {
+                println!("{}", glass_api::openapi_json());
+                Ok(())
+            }
             other => commands::run(other).await,
         }
     });

@@ -36,6 +36,7 @@ pub(crate) async fn run(
     let store_path = config.data_dir.join("store.db");
     let store = SqliteStore::open(&store_path, SqliteOptions::default())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let sqlite = store.clone();
     let store: Arc<dyn Store> = store;
     let token = if config.dev {
         None
@@ -95,6 +96,7 @@ pub(crate) async fn run(
     for task in [checker, follower].into_iter().chain(provider_task) {
         task.abort();
     }
+    sqlite.close().await;
     tracing::info!("Stopped");
     Ok(())
 }

@@ -38,9 +38,11 @@ pub(super) enum WriteMsg {
         txn: Txn,
         reply: oneshot::Sender<Result<TxnResponse>>,
     },
-    /// Persist a new lease.
+    /// Persist a new lease; its deadline counts from `granted_at`, read
+    /// from the caller's runtime clock.
     LeaseGrant {
         ttl: Duration,
+        granted_at: Instant,
         reply: oneshot::Sender<Result<LeaseId>>,
     },
     /// Delete a lease and its keys (explicit revoke or expiry).
@@ -60,7 +62,12 @@ pub(super) enum WriteMsg {
 /// A processed request waiting for its batch to commit.
 enum Done {
     Txn(oneshot::Sender<Result<TxnResponse>>, Result<TxnResponse>),
-    Grant(oneshot::Sender<Result<LeaseId>>, Result<LeaseId>, Duration),
+    Grant(
+        oneshot::Sender<Result<LeaseId>>,
+        Result<LeaseId>,
+        Duration,
+        Instant,
+    ),
     Revoke(oneshot::Sender<Result<Revision>>, Result<Revision>, LeaseId),
     Compact(oneshot::Sender<Result<()>>, Result<()>),
 }
@@ -70,7 +77,7 @@ impl Done {
     fn fail(self, err: &StoreError) -> Done {
         match self {
             Done::Txn(tx, r) => Done::Txn(tx, r.and(Err(err.clone()))),
-            Done::Grant(tx, r, ttl) => Done::Grant(tx, r.and(Err(err.clone())), ttl),
+            Done::Grant(tx, r, ttl, at) => Done::Grant(tx, r.and(Err(err.clone())), ttl, at),
             Done::Revoke(tx, r, id) => Done::Revoke(tx, r.and(Err(err.clone())), id),
             Done::Compact(tx, r) => Done::Compact(tx, r.and(Err(err.clone()))),
         }
@@ -80,7 +87,7 @@ impl Done {
     fn reply(self) {
         let delivered = match self {
             Done::Txn(tx, r) => tx.send(r).is_ok(),
-            Done::Grant(tx, r, _) => tx.send(r).is_ok(),
+            Done::Grant(tx, r, ..) => tx.send(r).is_ok(),
             Done::Revoke(tx, r, _) => tx.send(r).is_ok(),
             Done::Compact(tx, r) => tx.send(r).is_ok(),
         };
@@ -168,6 +175,10 @@ impl Writer {
         let requests = msgs.len();
         let saved = self.counters;
         self.broken = None;
+        if !self.conn.is_autocommit() {
+            // A failed rollback left a transaction open; nothing in it was acknowledged.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = db_err(e);
             for msg in msgs {
@@ -188,9 +199,13 @@ impl Writer {
                     });
                     done.push(Done::Txn(reply, r));
                 }
-                WriteMsg::LeaseGrant { ttl, reply } => {
+                WriteMsg::LeaseGrant {
+                    ttl,
+                    granted_at,
+                    reply,
+                } => {
                     let r = self.savepoint(|w| w.apply_grant(ttl));
-                    done.push(Done::Grant(reply, r, ttl));
+                    done.push(Done::Grant(reply, r, ttl, granted_at));
                 }
                 WriteMsg::LeaseRevoke { id, reply } => {
                     let r = self.savepoint(|w| w.apply_revoke(id));
@@ -237,11 +252,10 @@ impl Writer {
         let mut granted = false;
         {
             let mut leases = lock(&shared.leases);
-            let now = Instant::now();
             for d in &done {
                 match d {
-                    Done::Grant(_, Ok(id), ttl) => {
-                        leases.insert(*id, LeaseEntry::new(*ttl, now));
+                    Done::Grant(_, Ok(id), ttl, granted_at) => {
+                        leases.insert(*id, LeaseEntry::new(*ttl, *granted_at));
                         granted = true;
                     }
                     Done::Revoke(_, Ok(_) | Err(StoreError::LeaseNotFound(_)), id) => {
