@@ -31,7 +31,7 @@ pub(crate) struct RegisterResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RevisionResponse {
     /// The store revision after the change.
-    revision: Revision,
+    pub(crate) revision: Revision,
 }
 
 /// Register an instance (idempotent for identical registrations).

@@ -12,6 +12,7 @@ mod extract;
 mod instances;
 mod metrics;
 mod openapi;
+mod routes;
 mod services;
 mod system;
 mod watch;
@@ -63,6 +64,14 @@ pub fn router(state: ApiState) -> Router {
             get(instances::get_one).delete(instances::deregister),
         )
         .route("/instances/{id}/heartbeat", put(instances::heartbeat))
+        .route("/routes", get(routes::list).post(routes::create))
+        .route("/routes/apply", axum::routing::post(routes::apply))
+        .route(
+            "/routes/{name}",
+            get(routes::get_one)
+                .put(routes::replace)
+                .delete(routes::delete),
+        )
         .route("/services", get(services::list))
         .route("/services/{address}", get(services::get_one))
         .route("/watch", get(watch::sse))

@@ -25,9 +25,9 @@ pub struct CatalogEvent {
     pub revision: Revision,
     /// Put or delete.
     pub kind: ChangeKind,
-    /// `instance` or `health`.
+    /// `instance`, `health` or `route`.
     pub record: &'static str,
-    /// `product/env/job/id`.
+    /// `product/env/job/id`, or the route name.
     pub key: String,
     /// The record after the change (`null` for deletes).
     pub value: serde_json::Value,
@@ -44,8 +44,9 @@ pub(crate) fn decode_stream(stream: WatchStream) -> EventStream {
                     .into_iter()
                     .filter_map(|e| {
                         let (record, key) = match keys::decode(&e.kv.key)? {
-                            Decoded::Instance(k) => ("instance", k),
-                            Decoded::Health(k) => ("health", k),
+                            Decoded::Instance(k) => ("instance", k.to_string()),
+                            Decoded::Health(k) => ("health", k.to_string()),
+                            Decoded::Route(name) => ("route", name),
                         };
                         let (kind, value) = match e.kind {
                             EventKind::Put => {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use glass_model::{Health, Instance};
+use glass_model::{Health, Instance, RouteSpec};
 use glass_snapshot::{SnapshotHandle, SnapshotState};
 use glass_store::{Event, EventKind, KeyValue, Store, StoreError};
 
@@ -78,6 +78,7 @@ fn apply(state: &mut SnapshotState, events: &[Event]) {
             EventKind::Delete => match keys::decode(&event.kv.key) {
                 Some(Decoded::Instance(key)) => state.remove_instance(&key),
                 Some(Decoded::Health(key)) => state.remove_health(&key),
+                Some(Decoded::Route(name)) => state.remove_route(&name),
                 None => {}
             },
         }
@@ -95,6 +96,15 @@ fn apply_put(state: &mut SnapshotState, kv: &KeyValue) {
             Ok(health) => state.put_health(key, health),
             Err(err) => tracing::warn!(%key, error = %err, "Skipping unreadable health record"),
         },
+        Some(Decoded::Route(name)) => {
+            let route = serde_json::from_slice::<RouteSpec>(&kv.value)
+                .map_err(|e| e.to_string())
+                .and_then(|spec| spec.validate().map_err(|e| e.to_string()));
+            match route {
+                Ok(route) => state.put_route(route),
+                Err(err) => tracing::warn!(%name, error = %err, "Skipping unreadable route record"),
+            }
+        }
         None => {}
     }
 }

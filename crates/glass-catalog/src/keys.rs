@@ -12,6 +12,13 @@ pub(crate) const ROOT: &str = "/glass/";
 pub(crate) const INSTANCES: &str = "/glass/instances/";
 /// Prefix of health records.
 pub(crate) const HEALTH: &str = "/glass/health/";
+/// Prefix of route records.
+pub(crate) const ROUTES: &str = "/glass/routes/";
+
+/// The store key of a route.
+pub(crate) fn route(name: &str) -> String {
+    format!("{ROUTES}{name}")
+}
 
 /// The store key of an instance record.
 pub(crate) fn instance(key: &InstanceKey) -> String {
@@ -28,6 +35,7 @@ pub(crate) fn health(key: &InstanceKey) -> String {
 pub(crate) enum Decoded {
     Instance(InstanceKey),
     Health(InstanceKey),
+    Route(String),
 }
 
 /// Parses a store key; `None` for keys the catalog does not own.
@@ -35,6 +43,9 @@ pub(crate) fn decode(key: &[u8]) -> Option<Decoded> {
     let key = std::str::from_utf8(key).ok()?;
     if let Some(rest) = key.strip_prefix(INSTANCES) {
         return InstanceKey::parse_path(rest).map(Decoded::Instance);
+    }
+    if let Some(name) = key.strip_prefix(ROUTES) {
+        return (!name.is_empty() && !name.contains('/')).then(|| Decoded::Route(name.to_owned()));
     }
     key.strip_prefix(HEALTH)
         .and_then(InstanceKey::parse_path)

@@ -14,9 +14,11 @@ mod follow;
 mod health;
 mod keys;
 mod probe;
+mod routes;
 
 pub use catalog::{Catalog, Registered};
 pub use error::CatalogError;
 pub use event::{CatalogEvent, ChangeKind, EventStream};
 pub use file_provider::{FileProvider, ProviderFile, ProviderStatus};
 pub use health::HealthChecker;
+pub use routes::{ApplyReport, RouteChange};

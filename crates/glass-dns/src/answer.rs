@@ -4,7 +4,9 @@
 use std::cell::Cell;
 
 use crate::index::{DnsIndex, Host, Node, Service, ServiceMember};
-use crate::wire::{self, CLASS_ANY, CLASS_IN, OPT_LEN, QNAME_OFFSET, Question, Rcode, Reject, rtype};
+use crate::wire::{
+    self, CLASS_ANY, CLASS_IN, OPT_LEN, QNAME_OFFSET, Question, Rcode, Reject, rtype,
+};
 
 /// How a query arrived; it decides how large the answer may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,13 +47,23 @@ pub fn handle_query(index: &DnsIndex, query: &[u8], transport: Transport) -> Opt
 }
 
 /// [`handle_query`] into a reused buffer; reports what it answered.
-pub(crate) fn answer(index: &DnsIndex, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> Option<Outcome> {
+pub(crate) fn answer(
+    index: &DnsIndex,
+    query: &[u8],
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
     out.clear();
     match wire::parse(query) {
         Err(Reject::Drop) => None,
         Err(Reject::Error { id, flags, rcode }) => {
             wire::write_header(out, id, flags, rcode, false);
-            Some(Outcome { qtype: None, rcode, truncated: false, name_len: 0 })
+            Some(Outcome {
+                qtype: None,
+                rcode,
+                truncated: false,
+                name_len: 0,
+            })
         }
         Ok(question) => Some(answer_question(index, &question, transport, out)),
     }
@@ -60,7 +72,10 @@ pub(crate) fn answer(index: &DnsIndex, query: &[u8], transport: Transport, out: 
 /// The records a name answers for a type.
 enum Records<'a> {
     None,
-    Apex { soa: Option<&'a [u8]>, ns: Option<&'a [u8]> },
+    Apex {
+        soa: Option<&'a [u8]>,
+        ns: Option<&'a [u8]>,
+    },
     Host(&'a Host),
     Srv(&'a Service),
     Addr(&'a Service, u16),
@@ -97,15 +112,24 @@ fn resolve<'a>(index: &'a DnsIndex, q: &Question<'_>) -> (Rcode, bool, Records<'
 
 fn in_domain(index: &DnsIndex, q: &Question<'_>) -> bool {
     let domain = index.domain();
-    q.suffix_offset(domain.labels).is_some_and(|at| q.key()[at..] == domain.wire[..])
+    q.suffix_offset(domain.labels)
+        .is_some_and(|at| q.key()[at..] == domain.wire[..])
 }
 
-fn answer_question(index: &DnsIndex, q: &Question<'_>, transport: Transport, out: &mut Vec<u8>) -> Outcome {
+fn answer_question(
+    index: &DnsIndex,
+    q: &Question<'_>,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Outcome {
     let (rcode, authoritative, records) = resolve(index, q);
     let opt_len = if q.edns.is_some() { OPT_LEN } else { 0 };
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
-        Transport::Udp => usize::from(q.edns.map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD))),
+        Transport::Udp => usize::from(
+            q.edns
+                .map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD)),
+        ),
     } - opt_len;
     let id = u16::from_be_bytes([q.packet[0], q.packet[1]]);
     wire::write_header(out, id, q.flags, rcode, authoritative);
@@ -125,7 +149,8 @@ fn answer_question(index: &DnsIndex, q: &Question<'_>, transport: Transport, out
         // RFC 2308 §3: a negative answer carries the SOA, whose owner is the apex
         // inside the question name.
         let apex_at = q.suffix_offset(index.domain().labels).unwrap_or(0);
-        out.extend_from_slice(&[0xC0, (QNAME_OFFSET + apex_at) as u8]);
+        // The offset is at most 12 + 254, well within a pointer's 14 bits.
+        out.extend_from_slice(&(0xC000 | (QNAME_OFFSET + apex_at) as u16).to_be_bytes());
         out.extend_from_slice(index.soa());
         wire::set_count(out, 2, 1);
     } else if let Records::Srv(service) = records {
@@ -144,7 +169,12 @@ fn answer_question(index: &DnsIndex, q: &Question<'_>, transport: Transport, out
     }
     wire::set_count(out, 1, answers);
     wire::set_count(out, 3, additional);
-    Outcome { qtype: Some(q.qtype), rcode, truncated, name_len: q.key().len() }
+    Outcome {
+        qtype: Some(q.qtype),
+        rcode,
+        truncated,
+        name_len: q.key().len(),
+    }
 }
 
 /// Writes the answer section; returns how many records it holds.
@@ -178,7 +208,11 @@ fn rotated(service: &Service, turn: usize) -> impl Iterator<Item = &ServiceMembe
 }
 
 fn rotate<T>(items: &[T], turn: usize) -> impl Iterator<Item = &T> {
-    let k = if items.is_empty() { 0 } else { turn % items.len() };
+    let k = if items.is_empty() {
+        0
+    } else {
+        turn % items.len()
+    };
     items[k..].iter().chain(&items[..k])
 }
 

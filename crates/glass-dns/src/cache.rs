@@ -29,11 +29,22 @@ pub(crate) struct IndexCache {
 }
 
 impl IndexCache {
-    pub(crate) fn new(snapshots: SnapshotHandle, config: DnsConfig, domain: Domain, ns_addr: Option<IpAddr>) -> Self {
+    pub(crate) fn new(
+        snapshots: SnapshotHandle,
+        config: DnsConfig,
+        domain: Domain,
+        ns_addr: Option<IpAddr>,
+    ) -> Self {
         let snapshot = snapshots.load();
         let index = DnsIndex::build_with(&snapshot, &config, domain.clone(), ns_addr);
         let current = ArcSwap::from_pointee(Indexed { snapshot, index });
-        IndexCache { snapshots, config, domain, ns_addr, current }
+        IndexCache {
+            snapshots,
+            config,
+            domain,
+            ns_addr,
+            current,
+        }
     }
 
     /// The index of the snapshot that is current now.
@@ -45,7 +56,8 @@ impl IndexCache {
         }
         // Two threads may race to build the same index; both results are
         // equal, so the extra work is the only cost.
-        let index = DnsIndex::build_with(&snapshot, &self.config, self.domain.clone(), self.ns_addr);
+        let index =
+            DnsIndex::build_with(&snapshot, &self.config, self.domain.clone(), self.ns_addr);
         let fresh = Arc::new(Indexed { snapshot, index });
         self.current.store(fresh.clone());
         fresh

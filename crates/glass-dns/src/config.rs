@@ -53,24 +53,45 @@ pub(crate) struct Domain {
 
 impl Domain {
     pub(crate) fn parse(text: &str) -> Result<Self, DnsError> {
-        let invalid = |reason: String| DnsError::Invalid { field: "domain", reason };
+        let invalid = |reason: String| DnsError::Invalid {
+            field: "domain",
+            reason,
+        };
         let trimmed = text.trim_end_matches('.').to_ascii_lowercase();
-        let labels: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('.').collect() };
+        let labels: Vec<&str> = if trimmed.is_empty() {
+            Vec::new()
+        } else {
+            trimmed.split('.').collect()
+        };
         for label in &labels {
             let ok = !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok {
-                return Err(invalid(format!("{text:?} has the label {label:?}; use letters, digits and '-'")));
+                return Err(invalid(format!(
+                    "{text:?} has the label {label:?}; use letters, digits and '-'"
+                )));
             }
         }
         let wire = wire::name_wire(labels.iter().copied(), &[0]);
         // Service names add six labels of up to 63 bytes: leave room for common ones.
         if wire.len() > 128 {
-            return Err(invalid(format!("{text:?} is too long; at most 127 characters")));
+            return Err(invalid(format!(
+                "{text:?} is too long; at most 127 characters"
+            )));
         }
-        let text = if trimmed.is_empty() { ".".to_owned() } else { format!("{trimmed}.") };
-        Ok(Domain { wire, labels: labels.len(), text })
+        let text = if trimmed.is_empty() {
+            ".".to_owned()
+        } else {
+            format!("{trimmed}.")
+        };
+        Ok(Domain {
+            wire,
+            labels: labels.len(),
+            text,
+        })
     }
 }
 
@@ -78,8 +99,10 @@ impl DnsConfig {
     /// Checks the configuration without binding anything.
     pub fn validate(&self) -> Result<(), DnsError> {
         Domain::parse(&self.domain)?;
-        glass_model::validate_label("local_zone", &self.local_zone)
-            .map_err(|e| DnsError::Invalid { field: "local_zone", reason: e.to_string() })
+        glass_model::validate_label("local_zone", &self.local_zone).map_err(|e| DnsError::Invalid {
+            field: "local_zone",
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -90,7 +113,10 @@ mod tests {
     #[test]
     fn domains() {
         let d = Domain::parse("Glass.").expect("valid");
-        assert_eq!((d.wire.as_slice(), d.labels, d.text.as_str()), (&b"\x05glass\x00"[..], 1, "glass."));
+        assert_eq!(
+            (d.wire.as_slice(), d.labels, d.text.as_str()),
+            (&b"\x05glass\x00"[..], 1, "glass.")
+        );
         let d = Domain::parse("svc.example").expect("valid");
         assert_eq!((d.labels, d.text.as_str()), (2, "svc.example."));
         assert_eq!(Domain::parse(".").expect("root").wire, vec![0]);

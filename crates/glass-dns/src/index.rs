@@ -88,8 +88,18 @@ impl DnsIndex {
 
     /// Like [`DnsIndex::build`] with a parsed domain; `ns_addr` is the
     /// address `ns.<domain>` answers with, when the server knows it.
-    pub(crate) fn build_with(snapshot: &Snapshot, config: &DnsConfig, domain: Domain, ns_addr: Option<IpAddr>) -> Self {
-        let mut builder = Builder { config, domain: &domain, names: HashMap::new(), services: BTreeMap::new() };
+    pub(crate) fn build_with(
+        snapshot: &Snapshot,
+        config: &DnsConfig,
+        domain: Domain,
+        ns_addr: Option<IpAddr>,
+    ) -> Self {
+        let mut builder = Builder {
+            config,
+            domain: &domain,
+            names: HashMap::new(),
+            services: BTreeMap::new(),
+        };
         for member in snapshot.members(&InstanceFilter::default()) {
             builder.add(member);
         }
@@ -172,17 +182,28 @@ impl Builder<'_> {
     fn add(&mut self, member: &Member) {
         let i = &member.instance;
         let dw = &self.domain.wire;
-        let host_name = wire::name_wire([&i.id, &i.job, &i.env, &i.product, &i.zone].map(String::as_str), dw);
+        let host_name = wire::name_wire(
+            [&i.id, &i.job, &i.env, &i.product, &i.zone].map(String::as_str),
+            dw,
+        );
         let host = Arc::new(host(&host_name, i.address, self.config.ttl));
         let healthy = member.is_healthy(self.config.allow_warning);
         let local = i.zone == self.config.local_zone;
         for zone in [i.zone.as_str(), "any"] {
             let tail = [i.job.as_str(), &i.env, &i.product, zone];
-            self.put(wire::name_wire(std::iter::once(i.id.as_str()).chain(tail), dw), Node::Host(host.clone()));
+            self.put(
+                wire::name_wire(std::iter::once(i.id.as_str()).chain(tail), dw),
+                Node::Host(host.clone()),
+            );
             for (port_name, port) in &i.ports {
                 let key = wire::name_wire(std::iter::once(port_name.as_str()).chain(tail), dw);
                 let service = self.services.entry(key).or_insert_with(|| ServiceBuilder {
-                    tcp_key: wire::name_wire([format!("_{port_name}").as_str(), "_tcp"].into_iter().chain(tail), dw),
+                    tcp_key: wire::name_wire(
+                        [format!("_{port_name}").as_str(), "_tcp"]
+                            .into_iter()
+                            .chain(tail),
+                        dw,
+                    ),
                     local: Vec::new(),
                     other: Vec::new(),
                 });
@@ -192,8 +213,15 @@ impl Builder<'_> {
                         rdata.extend_from_slice(&value.to_be_bytes());
                     }
                     rdata.extend_from_slice(&host_name);
-                    let entry = ServiceMember { srv: rr_body(rtype::SRV, self.config.ttl, &rdata).into(), host: host.clone() };
-                    if local { service.local.push(entry) } else { service.other.push(entry) }
+                    let entry = ServiceMember {
+                        srv: rr_body(rtype::SRV, self.config.ttl, &rdata).into(),
+                        host: host.clone(),
+                    };
+                    if local {
+                        service.local.push(entry)
+                    } else {
+                        service.other.push(entry)
+                    }
                 }
             }
         }
@@ -203,7 +231,10 @@ impl Builder<'_> {
         for (key, mut builder) in std::mem::take(&mut self.services) {
             let local = builder.local.len();
             builder.local.append(&mut builder.other);
-            let service = Arc::new(Service { members: builder.local, local });
+            let service = Arc::new(Service {
+                members: builder.local,
+                local,
+            });
             self.put(builder.tcp_key, Node::Service(service.clone()));
             self.put(key, Node::Service(service));
         }
@@ -245,5 +276,9 @@ fn host(name: &[u8], address: IpAddr, ttl: u32) -> Host {
     };
     let mut glue = name.to_vec();
     glue.extend_from_slice(&addr);
-    Host { addr_type, addr: addr.into(), glue: glue.into() }
+    Host {
+        addr_type,
+        addr: addr.into(),
+        glue: glue.into(),
+    }
 }

@@ -12,7 +12,9 @@ use crate::wire::{Rcode, rtype};
 const QTYPES: [&str; 8] = ["A", "AAAA", "SRV", "SOA", "NS", "ANY", "OTHER", "NONE"];
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 10] = [0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025];
+const BUCKETS: [f64; 10] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+];
 
 /// Counters of the DNS server. Share one `Arc<DnsMetrics>` between the
 /// server and the `/metrics` handler.
@@ -46,7 +48,13 @@ impl DnsMetrics {
     }
 
     /// Counts one answered query and how long it took from receipt to send.
-    pub(crate) fn answered(&self, qtype: Option<u16>, rcode: Rcode, truncated: bool, elapsed: Duration) {
+    pub(crate) fn answered(
+        &self,
+        qtype: Option<u16>,
+        rcode: Rcode,
+        truncated: bool,
+        elapsed: Duration,
+    ) {
         self.queries[qtype_index(qtype)][rcode.index()].fetch_add(1, Relaxed);
         if truncated {
             self.truncated.fetch_add(1, Relaxed);
@@ -82,31 +90,61 @@ impl DnsMetrics {
     }
 
     fn write(&self, out: &mut String) -> std::fmt::Result {
-        writeln!(out, "# HELP glass_dns_queries_total DNS queries answered, by question type and response code.")?;
+        writeln!(
+            out,
+            "# HELP glass_dns_queries_total DNS queries answered, by question type and response code."
+        )?;
         writeln!(out, "# TYPE glass_dns_queries_total counter")?;
         for (q, qtype) in QTYPES.iter().enumerate() {
             for (r, rcode) in Rcode::ALL.iter().enumerate() {
                 let n = self.queries[q][r].load(Relaxed);
                 if n > 0 {
-                    writeln!(out, "glass_dns_queries_total{{qtype=\"{qtype}\",rcode=\"{}\"}} {n}", rcode.as_str())?;
+                    writeln!(
+                        out,
+                        "glass_dns_queries_total{{qtype=\"{qtype}\",rcode=\"{}\"}} {n}",
+                        rcode.as_str()
+                    )?;
                 }
             }
         }
-        writeln!(out, "# HELP glass_dns_truncated_total UDP answers sent with TC set because they did not fit.")?;
+        writeln!(
+            out,
+            "# HELP glass_dns_truncated_total UDP answers sent with TC set because they did not fit."
+        )?;
         writeln!(out, "# TYPE glass_dns_truncated_total counter")?;
-        writeln!(out, "glass_dns_truncated_total {}", self.truncated.load(Relaxed))?;
-        writeln!(out, "# HELP glass_dns_dropped_total Messages dropped unanswered: too short for an id, or responses.")?;
+        writeln!(
+            out,
+            "glass_dns_truncated_total {}",
+            self.truncated.load(Relaxed)
+        )?;
+        writeln!(
+            out,
+            "# HELP glass_dns_dropped_total Messages dropped unanswered: too short for an id, or responses."
+        )?;
         writeln!(out, "# TYPE glass_dns_dropped_total counter")?;
-        writeln!(out, "glass_dns_dropped_total {}", self.dropped.load(Relaxed))?;
-        writeln!(out, "# HELP glass_dns_query_duration_seconds Time from receiving a query to sending its answer.")?;
+        writeln!(
+            out,
+            "glass_dns_dropped_total {}",
+            self.dropped.load(Relaxed)
+        )?;
+        writeln!(
+            out,
+            "# HELP glass_dns_query_duration_seconds Time from receiving a query to sending its answer."
+        )?;
         writeln!(out, "# TYPE glass_dns_query_duration_seconds histogram")?;
         let mut cumulative = 0;
         for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Relaxed);
-            writeln!(out, "glass_dns_query_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}")?;
+            writeln!(
+                out,
+                "glass_dns_query_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            )?;
         }
         let count = self.duration_count.load(Relaxed);
-        writeln!(out, "glass_dns_query_duration_seconds_bucket{{le=\"+Inf\"}} {count}")?;
+        writeln!(
+            out,
+            "glass_dns_query_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        )?;
         let sum = self.duration_sum_ns.load(Relaxed) as f64 / 1e9;
         writeln!(out, "glass_dns_query_duration_seconds_sum {sum}")?;
         writeln!(out, "glass_dns_query_duration_seconds_count {count}")
@@ -120,8 +158,18 @@ mod tests {
     #[test]
     fn encodes_counters_and_histogram() {
         let m = DnsMetrics::new();
-        m.answered(Some(rtype::SRV), Rcode::NoError, false, Duration::from_micros(3));
-        m.answered(Some(rtype::SRV), Rcode::NoError, true, Duration::from_millis(1));
+        m.answered(
+            Some(rtype::SRV),
+            Rcode::NoError,
+            false,
+            Duration::from_micros(3),
+        );
+        m.answered(
+            Some(rtype::SRV),
+            Rcode::NoError,
+            true,
+            Duration::from_millis(1),
+        );
         m.answered(None, Rcode::FormErr, false, Duration::from_secs(1));
         m.dropped();
         let mut out = String::new();

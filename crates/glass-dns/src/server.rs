@@ -53,15 +53,23 @@ impl DnsServer {
         snapshots: SnapshotHandle,
         metrics: Arc<DnsMetrics>,
     ) -> io::Result<DnsServer> {
-        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let domain = Domain::parse(&config.domain).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let domain = Domain::parse(&config.domain)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (udp, tcp) = bind_pair(addr)?;
         let local_addr = udp.local_addr()?;
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
         let ns_addr = Some(local_addr.ip()).filter(|ip| !ip.is_unspecified());
         let cache = IndexCache::new(snapshots, config, domain, ns_addr);
-        Ok(DnsServer { udp, tcp, local_addr, shared: Arc::new(Shared { cache, metrics }) })
+        Ok(DnsServer {
+            udp,
+            tcp,
+            local_addr,
+            shared: Arc::new(Shared { cache, metrics }),
+        })
     }
 
     /// The address both sockets are bound to.
@@ -74,7 +82,9 @@ impl DnsServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let udp = Arc::new(UdpSocket::from_std(self.udp)?);
         let tcp = TcpListener::from_std(self.tcp)?;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_UDP_WORKERS);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_UDP_WORKERS);
         let mut tasks = JoinSet::new();
         for _ in 0..workers {
             tasks.spawn(serve_udp(udp.clone(), self.shared.clone()));
@@ -112,7 +122,11 @@ async fn warm(shared: Arc<Shared>) {
     let mut changes = shared.cache.snapshots().subscribe();
     loop {
         let indexed = shared.cache.get();
-        debug!(revision = indexed.index.revision(), names = indexed.index.len(), "DNS index ready");
+        debug!(
+            revision = indexed.index.revision(),
+            names = indexed.index.len(),
+            "DNS index ready"
+        );
         if changes.changed().await.is_err() {
             // The catalog is gone; queries still build lazily.
             return std::future::pending().await;
@@ -130,7 +144,10 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                 // ICMP errors of earlier sends surface here on Linux; they
                 // concern one peer, not the socket.
                 debug!(error = %e, "DNS UDP receive failed");
-                if !matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 continue;
@@ -181,7 +198,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut out = Vec::with_capacity(4096);
     let mut pending = Vec::with_capacity(4096);
     loop {
-        let Ok(Ok(len)) = timeout(TCP_IDLE, reader.read_u16()).await else { break };
+        let Ok(Ok(len)) = timeout(TCP_IDLE, reader.read_u16()).await else {
+            break;
+        };
         let len = usize::from(len);
         match timeout(TCP_IDLE, reader.read_exact(&mut query[..len])).await {
             Ok(Ok(_)) => {}
@@ -189,7 +208,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         }
         let started = Instant::now();
         let indexed = shared.cache.get();
-        let Some(outcome) = answer::answer(&indexed.index, &query[..len], Transport::Tcp, &mut out) else {
+        let Some(outcome) = answer::answer(&indexed.index, &query[..len], Transport::Tcp, &mut out)
+        else {
             shared.metrics.dropped();
             break;
         };
@@ -203,7 +223,14 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             }
             pending.clear();
         }
-        finish(&shared, &query[..len], peer, Transport::Tcp, outcome, started);
+        finish(
+            &shared,
+            &query[..len],
+            peer,
+            Transport::Tcp,
+            outcome,
+            started,
+        );
     }
 }
 
@@ -215,10 +242,24 @@ fn complete_message_buffered(buffer: &[u8]) -> bool {
 }
 
 /// Records metrics and the debug query log for one answer.
-fn finish(shared: &Shared, query: &[u8], peer: SocketAddr, transport: Transport, outcome: Outcome, started: Instant) {
-    shared.metrics.answered(outcome.qtype, outcome.rcode, outcome.truncated, started.elapsed());
+fn finish(
+    shared: &Shared,
+    query: &[u8],
+    peer: SocketAddr,
+    transport: Transport,
+    outcome: Outcome,
+    started: Instant,
+) {
+    shared.metrics.answered(
+        outcome.qtype,
+        outcome.rcode,
+        outcome.truncated,
+        started.elapsed(),
+    );
     if enabled!(Level::DEBUG) {
-        let name = query.get(QNAME_OFFSET..QNAME_OFFSET + outcome.name_len).map(wire::name_to_string);
+        let name = query
+            .get(QNAME_OFFSET..QNAME_OFFSET + outcome.name_len)
+            .map(wire::name_to_string);
         debug!(
             %peer,
             ?transport,

@@ -271,7 +271,10 @@ fn parse_additional(packet: &[u8], mut at: usize, edns: &mut Option<Edns>) -> Op
             return None;
         }
         let version = (ttl_high & 0xff) as u8;
-        *edns = Some(Edns { payload: class, version });
+        *edns = Some(Edns {
+            payload: class,
+            version,
+        });
     }
     Some(end)
 }
@@ -300,7 +303,13 @@ fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
 }
 
 /// Writes a 12-byte header for an answer to a query with `id` and `flags`.
-pub(crate) fn write_header(out: &mut Vec<u8>, id: u16, query_flags: u16, rcode: Rcode, authoritative: bool) {
+pub(crate) fn write_header(
+    out: &mut Vec<u8>,
+    id: u16,
+    query_flags: u16,
+    rcode: Rcode,
+    authoritative: bool,
+) {
     let mut flags = FLAG_QR | (query_flags & (OPCODE_MASK | FLAG_RD)) | rcode.header_bits();
     if authoritative {
         flags |= FLAG_AA;
@@ -402,11 +411,21 @@ mod tests {
             (vec![0; 11], "drop"),
             (query(www, 1, &[], 0), "query"),
             (query(www, 1, &opt, 1), "query"),
-            (query(www, 1, &[opt.as_slice(), &opt].concat(), 2), "FORMERR"),
+            (
+                query(www, 1, &[opt.as_slice(), &opt].concat(), 2),
+                "FORMERR",
+            ),
             (query(b"\xc0\x0c", 1, &[], 0), "FORMERR"),
             (query(b"\x05glass", 1, &[], 0), "FORMERR"),
             (query(www, 1, &opt[..5], 1), "FORMERR"),
-            ({ let mut p = query(www, 1, &[], 0); p[2] = 0x28; p }, "NOTIMP"),
+            (
+                {
+                    let mut p = query(www, 1, &[], 0);
+                    p[2] = 0x28;
+                    p
+                },
+                "NOTIMP",
+            ),
         ];
         for (packet, want) in cases {
             assert_eq!(kind(&packet), want, "{packet:?}");
@@ -418,14 +437,27 @@ mod tests {
 
     #[test]
     fn lowercases_the_key_and_keeps_the_section() {
-        let packet = query(b"\x03WwW\x05glass\x00", 33, &[0, 0, 41, 2, 0, 0, 0, 1, 0, 0, 0], 1);
-        let Ok(q) = parse(&packet) else { panic!("not a query") };
+        let packet = query(
+            b"\x03WwW\x05glass\x00",
+            33,
+            &[0, 0, 41, 2, 0, 0, 1, 0, 0, 0, 0],
+            1,
+        );
+        let Ok(q) = parse(&packet) else {
+            panic!("not a query")
+        };
         assert_eq!(q.key(), b"\x03www\x05glass\x00");
         assert_eq!(&q.section()[..4], b"\x03WwW");
         assert_eq!((q.qtype, q.label_count()), (33, 2));
         assert_eq!(q.suffix_offset(1), Some(4));
         assert_eq!(q.suffix_offset(0), Some(10));
-        assert_eq!(q.edns, Some(Edns { payload: 512, version: 1 }));
+        assert_eq!(
+            q.edns,
+            Some(Edns {
+                payload: 512,
+                version: 1
+            })
+        );
         assert_eq!(name_to_string(q.key()), "www.glass.");
     }
 }

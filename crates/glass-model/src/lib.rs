@@ -7,12 +7,17 @@ mod duration;
 mod health;
 mod instance;
 mod name;
+mod route;
 mod service;
 
 pub use duration::{HumanDuration, parse_duration};
 pub use health::{CheckKind, CheckSpec, Health, HealthStatus, RawCheck};
 pub use instance::{Instance, InstanceKey, Registration};
 pub use name::{Label, ModelError, validate_label};
+pub use route::{
+    HashOn, HeaderEdits, LbPolicy, RawTimeouts, Route, RouteMatch, RouteSpec, RouteTarget, Target,
+    Timeouts, UpstreamProtocol,
+};
 pub use service::ServiceAddr;
 
 /// A store revision: the number of the transaction that last changed

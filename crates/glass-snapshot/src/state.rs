@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use glass_model::{Health, HealthStatus, Instance, InstanceKey, Revision};
+use glass_model::{Health, HealthStatus, Instance, InstanceKey, Revision, Route};
 use imbl::OrdMap;
 
 use crate::view::{JobKey, Member, Snapshot};
@@ -17,6 +17,7 @@ pub struct SnapshotState {
     health: OrdMap<InstanceKey, Health>,
     members: OrdMap<InstanceKey, Arc<Member>>,
     jobs: OrdMap<JobKey, OrdMap<String, Arc<Member>>>,
+    routes: OrdMap<String, Arc<Route>>,
 }
 
 /// The health of an instance that has no stored health record yet.
@@ -66,6 +67,16 @@ impl SnapshotState {
         self.refresh(key);
     }
 
+    /// A route was created or replaced.
+    pub fn put_route(&mut self, route: Route) {
+        self.routes.insert(route.spec.name.clone(), Arc::new(route));
+    }
+
+    /// A route was deleted.
+    pub fn remove_route(&mut self, name: &str) {
+        self.routes.remove(name);
+    }
+
     /// The instance stored under `key`, if any.
     pub fn instance(&self, key: &InstanceKey) -> Option<&Instance> {
         self.instances.get(key)
@@ -108,6 +119,7 @@ impl SnapshotState {
             revision: self.revision,
             members: self.members.clone(),
             jobs: self.jobs.clone(),
+            routes: self.routes.clone(),
         }
     }
 }

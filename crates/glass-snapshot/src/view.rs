@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use glass_model::{Health, HealthStatus, Instance, InstanceKey, Revision, ServiceAddr};
+use glass_model::{Health, HealthStatus, Instance, InstanceKey, Revision, Route, ServiceAddr};
 use imbl::OrdMap;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -38,6 +38,7 @@ pub struct Snapshot {
     pub revision: Revision,
     pub(crate) members: OrdMap<InstanceKey, Arc<Member>>,
     pub(crate) jobs: OrdMap<JobKey, OrdMap<String, Arc<Member>>>,
+    pub(crate) routes: OrdMap<String, Arc<Route>>,
 }
 
 /// Filters for listing instances; `None` matches everything.
@@ -97,6 +98,27 @@ impl Snapshot {
     /// Whether the catalog is empty.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Every route, by name.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> + '_ {
+        self.routes.values()
+    }
+
+    /// One route by name.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.get(name)
+    }
+
+    /// The members of one job (all zones, healthy or not), by id.
+    pub fn job_members<'a>(
+        &'a self,
+        product: &str,
+        env: &str,
+        job: &str,
+    ) -> impl Iterator<Item = &'a Arc<Member>> + 'a {
+        let key = (product.to_owned(), env.to_owned(), job.to_owned());
+        self.jobs.get(&key).into_iter().flat_map(|m| m.values())
     }
 
     /// One instance by key.

@@ -32,6 +32,10 @@ pub(crate) enum Command {
     Watch(WatchArgs),
     /// Print the control API's OpenAPI document.
     Openapi,
+    /// Apply a routes file (TOML or JSON) declaratively; prints what changed.
+    Apply(ApplyArgs),
+    /// List the gateway's routes.
+    Routes(ListArgs),
 }
 
 /// Options of `glass serve`; every one is also a `GLASS_*` variable and a
@@ -47,6 +51,18 @@ pub(crate) struct ServeArgs {
     /// Control API address (/api/v1, /metrics). Default: 127.0.0.1:8500
     #[arg(long, env = "GLASS_API_ADDR")]
     pub(crate) api_addr: Option<String>,
+    /// Gateway address (HTTP/1.1 and h2c). Default: 0.0.0.0:8080
+    #[arg(long, env = "GLASS_GATEWAY_ADDR")]
+    pub(crate) gateway_addr: Option<String>,
+    /// Gateway TLS address (needs --tls-dir). Default: none
+    #[arg(long, env = "GLASS_GATEWAY_TLS_ADDR")]
+    pub(crate) gateway_tls_addr: Option<String>,
+    /// Directory of <name>.crt + <name>.key pairs for the TLS listener (SNI by name).
+    #[arg(long, env = "GLASS_TLS_DIR")]
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// Gateway access log: a file, "-" for stdout, or "off". Default: -
+    #[arg(long, env = "GLASS_ACCESS_LOG")]
+    pub(crate) access_log: Option<String>,
     /// DNS address, UDP and TCP. Default: 127.0.0.1:8600
     #[arg(long, env = "GLASS_DNS_ADDR")]
     pub(crate) dns_addr: Option<String>,
@@ -196,6 +212,21 @@ pub(crate) struct InstancesArgs {
     /// Only passing instances.
     #[arg(long)]
     pub(crate) healthy: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The routes file: `[[routes]]` tables (TOML) or {"routes": [...]} (JSON).
+    #[arg(long, short = 'f')]
+    pub(crate) file: PathBuf,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Also delete routes that are not in the file.
+    #[arg(long)]
+    pub(crate) prune: bool,
 }
 
 #[derive(Debug, Args)]

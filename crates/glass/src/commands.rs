@@ -22,7 +22,11 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Instances(args) => instances(args).await,
         Command::Services(args) => services(args).await,
         Command::Watch(args) => watch(args).await,
-        Command::Serve(_) | Command::CheckConfig(_) | Command::Openapi => unreachable!("handled in main"),
+        Command::Apply(args) => crate::routes_cmd::apply(args).await,
+        Command::Routes(args) => crate::routes_cmd::list(args).await,
+        Command::Serve(_) | Command::CheckConfig(_) | Command::Openapi => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -123,7 +127,11 @@ async fn instance_call(args: InstanceArgs, method: Method, suffix: &str) -> anyh
     Ok(())
 }
 
-async fn get_json(list: &ListArgs, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+pub(crate) async fn get_json(
+    list: &ListArgs,
+    path: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<Value> {
     let client = Client::new(&list.client)?;
     Ok(client
         .send(client.request(Method::GET, path).query(query))
@@ -132,7 +140,7 @@ async fn get_json(list: &ListArgs, path: &str, query: &[(&str, String)]) -> anyh
         .await?)
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -31,6 +31,8 @@ struct RawConfig {
     data_dir: Option<Spanned<PathBuf>>,
     api_addr: Option<Spanned<String>>,
     dns_addr: Option<Spanned<String>>,
+    gateway_addr: Option<Spanned<String>>,
+    gateway: Option<RawGateway>,
     dns_domain: Option<Spanned<String>>,
     zone: Option<Spanned<String>>,
     node_name: Option<Spanned<String>>,
@@ -39,6 +41,21 @@ struct RawConfig {
     log_level: Option<String>,
     log_json: Option<bool>,
     dns: Option<RawDns>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    tls_addr: Option<Spanned<String>>,
+    tls_dir: Option<PathBuf>,
+    trusted_proxies: Option<Spanned<Vec<String>>>,
+    access_log: Option<String>,
+    header_read_timeout: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_bytes: Option<u64>,
+    max_requests_per_endpoint: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +73,7 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     pub(crate) api_addr: SocketAddr,
     pub(crate) dns_addr: SocketAddr,
+    pub(crate) gateway: glass_gateway::GatewayConfig,
     pub(crate) dns_domain: String,
     pub(crate) dns_ttl: u32,
     pub(crate) dns_negative_ttl: u32,
@@ -150,6 +168,23 @@ impl Config {
         };
         let api_addr = addr("api_addr", &args.api_addr, raw.api_addr, "127.0.0.1:8500")?;
         let dns_addr = addr("dns_addr", &args.dns_addr, raw.dns_addr, "127.0.0.1:8600")?;
+        let gateway_addr = addr(
+            "gateway_addr",
+            &args.gateway_addr,
+            raw.gateway_addr,
+            "0.0.0.0:8080",
+        )?;
+        let raw_gateway = raw.gateway.unwrap_or_default();
+        let tls_addr = match pick(args.gateway_tls_addr.clone(), raw_gateway.tls_addr.clone()) {
+            Some((text, span)) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                origin.error(
+                    "gateway.tls_addr",
+                    span,
+                    format!("{text:?} is not an address; write IP:PORT"),
+                )
+            })?),
+            None => None,
+        };
         let (zone, span) = pick(args.zone.clone(), raw.zone).unwrap_or(("local".into(), None));
         validate_label("zone", &zone).map_err(|e| origin.error("zone", span.clone(), e))?;
         if zone == "any" {
@@ -172,6 +207,7 @@ impl Config {
             None => default_node_name(),
         };
         let dns = raw.dns.unwrap_or_default();
+        let gateway = gateway_config(args, raw_gateway, origin, gateway_addr, tls_addr, &zone)?;
         let ttl = |key: &str, value: Option<Spanned<u32>>, default: u32| match value {
             Some(v) if *v.get_ref() > 86_400 => {
                 Err(origin.error(key, Some(v.span()), "at most 86400 seconds"))
@@ -186,6 +222,7 @@ impl Config {
                 .unwrap_or_else(|| "glass-data".into()),
             api_addr,
             dns_addr,
+            gateway,
             dns_domain,
             dns_ttl: ttl("dns.ttl", dns.ttl, 5)?,
             dns_negative_ttl: ttl("dns.negative_ttl", dns.negative_ttl, 5)?,
@@ -210,6 +247,78 @@ impl Config {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "configuration (no file)".into())
     }
+}
+
+/// The gateway part of the configuration.
+fn gateway_config(
+    args: &ServeArgs,
+    raw: RawGateway,
+    origin: &Origin<'_>,
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    zone: &str,
+) -> Result<glass_gateway::GatewayConfig, ConfigError> {
+    let defaults = glass_gateway::GatewayConfig::default();
+    let tls_dir = args.tls_dir.clone().or(raw.tls_dir);
+    if tls_addr.is_some() != tls_dir.is_some() {
+        return Err(origin.error(
+            "gateway.tls_addr",
+            None,
+            "TLS needs both gateway_tls_addr and tls_dir",
+        ));
+    }
+    let mut trusted_proxies = Vec::new();
+    if let Some(list) = raw.trusted_proxies {
+        let span = list.span();
+        for text in list.into_inner() {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    origin.error(
+                        "gateway.trusted_proxies",
+                        Some(span.clone()),
+                        format!("{text:?} is not an IP or CIDR"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+    }
+    let duration =
+        |key: &str, value: Option<Spanned<String>>, default: std::time::Duration| match value {
+            Some(v) => glass_model::parse_duration(key, v.get_ref())
+                .map_err(|e| origin.error(key, Some(v.span()), e)),
+            None => Ok(default),
+        };
+    let access_log = match args.access_log.clone().or(raw.access_log).as_deref() {
+        Some("off") => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None => defaults.access_log.clone(),
+    };
+    Ok(glass_gateway::GatewayConfig {
+        addr,
+        tls_addr,
+        tls_dir,
+        trusted_proxies,
+        local_zone: zone.to_owned(),
+        header_read_timeout: duration(
+            "gateway.header_read_timeout",
+            raw.header_read_timeout,
+            defaults.header_read_timeout,
+        )?,
+        drain_timeout: duration(
+            "gateway.drain_timeout",
+            raw.drain_timeout,
+            defaults.drain_timeout,
+        )?,
+        max_header_bytes: raw.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+        max_headers: raw.max_headers.unwrap_or(defaults.max_headers),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        max_requests_per_endpoint: raw
+            .max_requests_per_endpoint
+            .unwrap_or(defaults.max_requests_per_endpoint),
+        access_log,
+    })
 }
 
 /// `Glass` / `glass.` / `svc.example.com` → lowercase with a trailing dot.

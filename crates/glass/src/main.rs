@@ -6,6 +6,8 @@ mod commands;
 mod config;
 mod node;
 mod node_dns;
+mod node_gateway;
+mod routes_cmd;
 mod table;
 
 use std::process::ExitCode;

@@ -59,16 +59,21 @@ pub(crate) async fn run(
         .with_context(|| format!("cannot listen on {} (--api-addr)", config.api_addr))?;
     let api_addr = api_listener.local_addr()?;
     let dns = crate::node_dns::start(&config, &catalog, &state).await?;
+    let gateway = crate::node_gateway::start(&config, &catalog, &state)?;
 
     let mut addrs = BTreeMap::new();
     addrs.insert("api", api_addr.to_string());
     addrs.insert("dns", dns.addr.to_string());
+    addrs.insert("gateway", gateway.addr.to_string());
+    if let Some(tls) = gateway.tls_addr {
+        addrs.insert("gateway_tls", tls.to_string());
+    }
     write_atomically(
         &config.data_dir.join("addrs.json"),
         serde_json::to_string(&addrs)?.as_bytes(),
     )
     .context("cannot write addrs.json")?;
-    tracing::info!(api = %api_addr, dns = %dns.addr, data_dir = %config.data_dir.display(), zone = %config.zone, dev = config.dev, "Glass is serving");
+    tracing::info!(api = %api_addr, dns = %dns.addr, gateway = %gateway.addr, data_dir = %config.data_dir.display(), zone = %config.zone, dev = config.dev, "Glass is serving");
 
     let lease = register_self(&catalog, &config, &addrs).await?;
     let keeper = tokio::spawn(keep_lease(store.clone(), lease));
@@ -88,6 +93,7 @@ pub(crate) async fn run(
         .await
         .context("the control API failed")?;
 
+    gateway.stop().await;
     keeper.abort();
     if let Err(err) = store.lease_revoke(lease).await {
         tracing::warn!(error = %err, "Could not remove this node's registration");

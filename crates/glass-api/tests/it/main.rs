@@ -542,7 +542,11 @@ async fn openapi_and_metrics_are_served() {
 
 #[test]
 fn committed_openapi_document_is_current() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json")).unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.json"
+    ))
+    .unwrap();
     assert!(
         committed.trim_end() == glass_api::openapi_json().trim_end(),
         "docs/openapi.json is stale: run `cargo run -p glass -- openapi > docs/openapi.json`"

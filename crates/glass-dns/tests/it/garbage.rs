@@ -27,8 +27,19 @@ impl Rng {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let names = ["http.users-api.prod.shop.eu1.glass.", "_http._tcp.users-api.prod.shop.any.glass.", "glass.", "x."];
-    let types = [RecordType::SRV, RecordType::A, RecordType::AAAA, RecordType::SOA, RecordType::ANY];
+    let names = [
+        "http.users-api.prod.shop.eu1.glass.",
+        "_http._tcp.users-api.prod.shop.any.glass.",
+        "glass.",
+        "x.",
+    ];
+    let types = [
+        RecordType::SRV,
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SOA,
+        RecordType::ANY,
+    ];
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
         for (j, rtype) in types.iter().enumerate() {
@@ -40,7 +51,7 @@ fn seeds() -> Vec<Vec<u8>> {
 
 /// Half pure noise, half valid queries with a few bytes flipped, cut or added.
 fn garbage(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
-    if rng.next() % 2 == 0 {
+    if rng.next().is_multiple_of(2) {
         let len = rng.below(600);
         return (0..len).map(|_| rng.next() as u8).collect();
     }
@@ -67,7 +78,14 @@ fn garbage(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 fn catalog() -> Catalog {
     let mut catalog = Catalog::new();
-    catalog.put_many((0..30u16).map(|n| user_api(&format!("n{n}"), ["eu1", "eu2"][usize::from(n % 2)], &format!("10.9.0.{}", n + 1), 9000 + n)));
+    catalog.put_many((0..30u16).map(|n| {
+        user_api(
+            &format!("n{n}"),
+            ["eu1", "eu2"][usize::from(n % 2)],
+            &format!("10.9.0.{}", n + 1),
+            9000 + n,
+        )
+    }));
     catalog
 }
 
@@ -81,17 +99,25 @@ fn handler_answers_any_bytes_with_a_well_formed_message() {
     for _ in 0..50_000 {
         let packet = garbage(&mut rng, &seeds);
         for transport in [Transport::Udp, Transport::Tcp] {
-            let Some(answer) = handle_query(&index, &packet, transport) else { continue };
+            let Some(answer) = handle_query(&index, &packet, transport) else {
+                continue;
+            };
             let message = decode(&answer);
             assert_eq!(&answer[..2], &packet[..2], "the id is echoed");
             if transport == Transport::Udp {
-                assert!(answer.len() <= usize::from(glass_dns::MAX_UDP_PAYLOAD), "{packet:?}");
+                assert!(
+                    answer.len() <= usize::from(glass_dns::MAX_UDP_PAYLOAD),
+                    "{packet:?}"
+                );
             }
             assert!(message.metadata.message_type == hickory_proto::op::MessageType::Response);
             answered += 1;
         }
     }
-    assert!(answered > 10_000, "most garbage still gets an answer: {answered}");
+    assert!(
+        answered > 10_000,
+        "most garbage still gets an answer: {answered}"
+    );
 }
 
 #[tokio::test]
@@ -110,10 +136,12 @@ async fn random_bytes_on_udp_and_tcp_leave_the_server_answering() {
         }
     }
     for _ in 0..200 {
-        let Ok(mut stream) = TcpStream::connect(server.addr).await else { continue };
+        let Ok(mut stream) = TcpStream::connect(server.addr).await else {
+            continue;
+        };
         let len = rng.below(300);
         let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             // A well-framed but mutated message.
             let body = garbage(&mut rng, &seeds);
             bytes = (body.len() as u16).to_be_bytes().to_vec();
@@ -122,8 +150,16 @@ async fn random_bytes_on_udp_and_tcp_leave_the_server_answering() {
         let _ = stream.write_all(&bytes).await;
         drop(stream);
     }
-    let good = query("http.users-api.prod.shop.eu1.glass.", RecordType::A, Some(1232));
-    let answer = decode(&udp(server.addr, &good).await.expect("still answers over UDP"));
+    let good = query(
+        "http.users-api.prod.shop.eu1.glass.",
+        RecordType::A,
+        Some(1232),
+    );
+    let answer = decode(
+        &udp(server.addr, &good)
+            .await
+            .expect("still answers over UDP"),
+    );
     assert_eq!(answer.answers.len(), 15);
     let answer = decode(&crate::support::tcp(server.addr, &good).await);
     assert_eq!(answer.answers.len(), 15);
@@ -135,7 +171,9 @@ async fn a_silent_tcp_peer_does_not_block_others() {
     let catalog = catalog();
     let server = Running::start(&catalog.handle).await;
     let mut idle = TcpStream::connect(server.addr).await.expect("connect");
-    idle.write_all(&[0, 40, 1, 2]).await.expect("half a message");
+    idle.write_all(&[0, 40, 1, 2])
+        .await
+        .expect("half a message");
     let good = query("glass.", RecordType::SOA, None);
     let answer = decode(&crate::support::tcp(server.addr, &good).await);
     assert_eq!(answer.answers.len(), 1);

@@ -23,7 +23,9 @@ fn negative_soa(message: &Message) -> (String, u32, u32) {
     assert!(message.answers.is_empty());
     assert_eq!(message.authorities.len(), 1, "SOA in the authority section");
     let soa = &message.authorities[0];
-    let RData::SOA(data) = &soa.data else { panic!("not a SOA: {soa}") };
+    let RData::SOA(data) = &soa.data else {
+        panic!("not a SOA: {soa}")
+    };
     (soa.name.to_string(), soa.ttl, data.minimum)
 }
 
@@ -31,7 +33,11 @@ fn negative_soa(message: &Message) -> (String, u32, u32) {
 async fn negative_answers_tell_nxdomain_from_nodata() {
     let catalog = catalog();
     let server = Running::start(&catalog.handle).await;
-    let nx = ask(&server, &query("nope.users-api.prod.shop.eu1.glass.", RecordType::A, None)).await;
+    let nx = ask(
+        &server,
+        &query("nope.users-api.prod.shop.eu1.glass.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
     assert!(nx.metadata.authoritative);
     assert_eq!(negative_soa(&nx), ("glass.".into(), 7, 7));
@@ -48,10 +54,18 @@ async fn negative_answers_tell_nxdomain_from_nodata() {
     ];
     for (name, rtype) in names_without_type {
         let nodata = ask(&server, &query(name, rtype, None)).await;
-        assert_eq!(nodata.metadata.response_code, ResponseCode::NoError, "{name} {rtype}");
+        assert_eq!(
+            nodata.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {rtype}"
+        );
         assert_eq!(negative_soa(&nodata).0, "glass.", "{name} {rtype}");
     }
-    let other_zone = ask(&server, &query("http.users-api.prod.shop.eu2.glass.", RecordType::A, None)).await;
+    let other_zone = ask(
+        &server,
+        &query("http.users-api.prod.shop.eu2.glass.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(other_zone.metadata.response_code, ResponseCode::NXDomain);
     server.stop().await;
 }
@@ -62,8 +76,16 @@ async fn apex_answers_soa_and_ns() {
     let server = Running::start(&catalog.handle).await;
     let soa = ask(&server, &query("GLASS.", RecordType::SOA, None)).await;
     assert_eq!(soa.answers.len(), 1);
-    let RData::SOA(data) = &soa.answers[0].data else { panic!("SOA") };
-    assert_eq!((data.mname.to_string().as_str(), data.rname.to_string().as_str()), ("ns.glass.", "hostmaster.glass."));
+    let RData::SOA(data) = &soa.answers[0].data else {
+        panic!("SOA")
+    };
+    assert_eq!(
+        (
+            data.mname.to_string().as_str(),
+            data.rname.to_string().as_str()
+        ),
+        ("ns.glass.", "hostmaster.glass.")
+    );
     assert_eq!(data.serial, 1, "the serial is the snapshot revision");
     let ns = ask(&server, &query("glass.", RecordType::NS, None)).await;
     assert_eq!(ns.answers[0].data.to_string(), "ns.glass.");
@@ -87,14 +109,21 @@ async fn refused_outside_the_domain_and_for_other_classes_and_transfers() {
         ("glass.", RecordType::IXFR),
     ] {
         let refused = ask(&server, &query(name, rtype, None)).await;
-        assert_eq!(refused.metadata.response_code, ResponseCode::Refused, "{name} {rtype}");
+        assert_eq!(
+            refused.metadata.response_code,
+            ResponseCode::Refused,
+            "{name} {rtype}"
+        );
         assert!(!refused.metadata.authoritative && !refused.metadata.recursion_available);
         assert!(refused.answers.is_empty() && refused.authorities.is_empty());
     }
     let mut chaos = query("version.bind.", RecordType::TXT, None);
     let class_at = chaos.len() - 2;
     chaos[class_at..].copy_from_slice(&3u16.to_be_bytes());
-    assert_eq!(ask(&server, &chaos).await.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        ask(&server, &chaos).await.metadata.response_code,
+        ResponseCode::Refused
+    );
     server.stop().await;
 }
 
@@ -119,8 +148,16 @@ async fn malformed_queries_get_formerr_and_other_opcodes_notimp() {
         ("header only", good[..12].to_vec()),
     ] {
         let answer = decode(&udp(server.addr, &bytes).await.expect("an answer"));
-        assert_eq!(answer.metadata.response_code, ResponseCode::FormErr, "{what}");
-        assert_eq!(answer.metadata.id, u16::from_be_bytes([good[0], good[1]]), "{what}");
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::FormErr,
+            "{what}"
+        );
+        assert_eq!(
+            answer.metadata.id,
+            u16::from_be_bytes([good[0], good[1]]),
+            "{what}"
+        );
     }
     let mut notify = good.clone();
     notify[2] = (notify[2] & 0x87) | (4 << 3);
@@ -137,40 +174,92 @@ async fn malformed_queries_get_formerr_and_other_opcodes_notimp() {
 #[tokio::test]
 async fn edns_is_echoed_sized_and_versioned() {
     let mut catalog = Catalog::new();
-    catalog.put_many((0..40u16).map(|n| user_api(&format!("n{n}"), "eu1", &format!("10.9.0.{}", n + 1), 9000 + n)));
+    catalog.put_many((0..40u16).map(|n| {
+        user_api(
+            &format!("n{n}"),
+            "eu1",
+            &format!("10.9.0.{}", n + 1),
+            9000 + n,
+        )
+    }));
     let server = Running::start(&catalog.handle).await;
     let name = "http.users-api.prod.shop.eu1.glass.";
 
-    let plain = ask(&server, &query(name, RecordType::A, None)).await;
+    let plain = decode(&tcp(server.addr, &query(name, RecordType::A, None)).await);
     assert!(plain.edns.is_none(), "no OPT without one in the query");
     // 40 A records (16 bytes each) do not fit 512 bytes, but fit 1232.
-    let cut = decode(&udp(server.addr, &query(name, RecordType::A, None)).await.expect("answer"));
+    let cut = decode(
+        &udp(server.addr, &query(name, RecordType::A, None))
+            .await
+            .expect("answer"),
+    );
     assert!(cut.metadata.truncation && cut.answers.is_empty());
-    let whole = decode(&udp(server.addr, &query(name, RecordType::A, Some(1232))).await.expect("answer"));
+    let whole = decode(
+        &udp(server.addr, &query(name, RecordType::A, Some(1232)))
+            .await
+            .expect("answer"),
+    );
     assert!(!whole.metadata.truncation && whole.answers.len() == 40);
-    let srv_plain = decode(&udp(server.addr, &query(name, RecordType::SRV, None)).await.expect("answer"));
+    let srv_plain = decode(
+        &udp(server.addr, &query(name, RecordType::SRV, None))
+            .await
+            .expect("answer"),
+    );
     assert!(srv_plain.metadata.truncation, "40 SRV do not fit 512 bytes");
-    let srv_edns = decode(&udp(server.addr, &query(name, RecordType::SRV, Some(4096))).await.expect("answer"));
-    assert!(srv_edns.metadata.truncation, "nor {} bytes", glass_dns::MAX_UDP_PAYLOAD);
+    let srv_edns = decode(
+        &udp(server.addr, &query(name, RecordType::SRV, Some(4096)))
+            .await
+            .expect("answer"),
+    );
+    assert!(
+        srv_edns.metadata.truncation,
+        "nor {} bytes",
+        glass_dns::MAX_UDP_PAYLOAD
+    );
     let srv_tcp = decode(&tcp(server.addr, &query(name, RecordType::SRV, Some(4096))).await);
     assert_eq!(srv_tcp.answers.len(), 40);
 
     let mut catalog_small = Catalog::new();
-    catalog_small.put_many((0..8u16).map(|n| user_api(&format!("n{n}"), "eu1", &format!("10.9.0.{}", n + 1), 9000 + n)));
+    catalog_small.put_many((0..8u16).map(|n| {
+        user_api(
+            &format!("n{n}"),
+            "eu1",
+            &format!("10.9.0.{}", n + 1),
+            9000 + n,
+        )
+    }));
     let small = Running::start(&catalog_small.handle).await;
-    let at_512 = decode(&udp(small.addr, &query(name, RecordType::SRV, None)).await.expect("answer"));
-    let at_1232 = decode(&udp(small.addr, &query(name, RecordType::SRV, Some(1232))).await.expect("answer"));
+    let at_512 = decode(
+        &udp(small.addr, &query(name, RecordType::SRV, None))
+            .await
+            .expect("answer"),
+    );
+    let at_1232 = decode(
+        &udp(small.addr, &query(name, RecordType::SRV, Some(1232)))
+            .await
+            .expect("answer"),
+    );
     assert!(!at_512.metadata.truncation && !at_1232.metadata.truncation);
     assert_eq!((at_512.answers.len(), at_1232.answers.len()), (8, 8));
-    assert!(at_512.additionals.len() < 8, "glue that does not fit is left out without TC");
+    assert!(
+        at_512.additionals.len() < 8,
+        "glue that does not fit is left out without TC"
+    );
     assert_eq!(at_1232.additionals.len(), 8, "all the glue fits");
     let edns = at_1232.edns.as_ref().expect("OPT echoed");
     assert_eq!(edns.max_payload(), glass_dns::MAX_UDP_PAYLOAD);
 
-    let mut v1 = hickory_proto::op::Message::from_vec(&query(name, RecordType::A, Some(1232))).expect("decode");
+    let mut v1 = hickory_proto::op::Message::from_vec(&query(name, RecordType::A, Some(1232)))
+        .expect("decode");
     v1.edns.as_mut().expect("edns").set_version(1);
-    let badvers = decode(&udp(server.addr, &v1.to_vec().expect("encode")).await.expect("answer"));
-    assert_eq!(badvers.metadata.response_code, ResponseCode::BADVERS);
+    let badvers = decode(
+        &udp(server.addr, &v1.to_vec().expect("encode"))
+            .await
+            .expect("answer"),
+    );
+    // BADVERS shares code 16 with BADSIG; hickory names it the latter.
+    assert_eq!(u16::from(badvers.metadata.response_code), 16);
+    assert!(badvers.edns.is_some() && badvers.answers.is_empty());
     small.stop().await;
     server.stop().await;
 }
@@ -179,9 +268,18 @@ async fn edns_is_echoed_sized_and_versioned() {
 async fn metrics_count_queries_by_type_and_rcode() {
     let catalog = catalog();
     let server = Running::start(&catalog.handle).await;
-    udp(server.addr, &query("http.users-api.prod.shop.eu1.glass.", RecordType::SRV, None)).await.expect("answer");
-    udp(server.addr, &query("nope.glass.", RecordType::A, None)).await.expect("answer");
-    udp(server.addr, &query("example.com.", RecordType::A, None)).await.expect("answer");
+    udp(
+        server.addr,
+        &query("http.users-api.prod.shop.eu1.glass.", RecordType::SRV, None),
+    )
+    .await
+    .expect("answer");
+    udp(server.addr, &query("nope.glass.", RecordType::A, None))
+        .await
+        .expect("answer");
+    udp(server.addr, &query("example.com.", RecordType::A, None))
+        .await
+        .expect("answer");
     // The server counts right after sending: give it a moment.
     for _ in 0..100 {
         if server.metrics.queries("A", "REFUSED") == 1 {
@@ -194,6 +292,27 @@ async fn metrics_count_queries_by_type_and_rcode() {
     assert_eq!(server.metrics.queries("A", "REFUSED"), 1);
     let mut text = String::new();
     server.metrics.encode_prometheus(&mut text);
-    assert!(text.contains("glass_dns_query_duration_seconds_count 3"), "{text}");
+    assert!(
+        text.contains("glass_dns_query_duration_seconds_count 3"),
+        "{text}"
+    );
     server.stop().await;
+}
+
+#[test]
+fn negative_answer_to_a_255_byte_name_points_at_the_apex() {
+    let catalog = catalog();
+    let index = glass_dns::DnsIndex::build(&catalog.handle.load(), &crate::support::config())
+        .expect("index");
+    // Four 60-byte labels and `glass.`: the apex sits past offset 255 of the message.
+    let long = format!("{}glass.", format!("{}.", "a".repeat(60)).repeat(4));
+    let answer = glass_dns::handle_query(
+        &index,
+        &query(&long, RecordType::A, None),
+        glass_dns::Transport::Udp,
+    )
+    .expect("an answer");
+    let message = decode(&answer);
+    assert_eq!(message.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(negative_soa(&message).0, "glass.");
 }

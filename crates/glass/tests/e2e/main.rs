@@ -31,6 +31,10 @@ impl Node {
                 "127.0.0.1:0",
                 "--dns-addr",
                 "127.0.0.1:0",
+                "--gateway-addr",
+                "127.0.0.1:0",
+                "--access-log",
+                "off",
                 "--data-dir",
             ])
             .arg(data_dir)

@@ -1,0 +1,259 @@
+//! Bodies on both sides of the proxy: the response body streams the
+//! upstream's frames (trailers included) under the idle timeout, counts
+//! bytes and finishes the access log; the request body enforces the size
+//! limit and tells the upstream phase when the upload is still moving.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Errors crossing the proxy.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Called once when a response body ends (fully sent, failed, or dropped).
+pub(crate) trait OnEnd: Send + Sync {
+    fn end(&mut self, bytes: u64, error: Option<&str>);
+}
+
+/// The body of every response the gateway sends.
+pub(crate) enum ProxyBody {
+    /// A body the gateway made itself (errors).
+    Full(Option<Bytes>),
+    /// The upstream's body.
+    Upstream(Box<Streamed>),
+}
+
+/// An upstream body in flight.
+pub(crate) struct Streamed {
+    inner: Incoming,
+    idle: Duration,
+    last: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+    bytes: u64,
+    on_end: Option<Box<dyn OnEnd>>,
+}
+
+impl ProxyBody {
+    pub(crate) fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        ProxyBody::Full(Some(bytes))
+    }
+
+    pub(crate) fn upstream(
+        inner: Incoming,
+        idle: Duration,
+        on_end: Option<Box<dyn OnEnd>>,
+    ) -> Self {
+        ProxyBody::Upstream(Box::new(Streamed {
+            inner,
+            idle,
+            last: Instant::now(),
+            timer: None,
+            bytes: 0,
+            on_end,
+        }))
+    }
+}
+
+impl Streamed {
+    fn finish(&mut self, error: Option<&str>) {
+        if let Some(mut on_end) = self.on_end.take() {
+            on_end.end(self.bytes, error);
+        }
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(s) => {
+                match Pin::new(&mut s.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            s.bytes += data.len() as u64;
+                        }
+                        s.last = Instant::now();
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(err))) => {
+                        let text = err.to_string();
+                        s.finish(Some(&text));
+                        Poll::Ready(Some(Err(err.into())))
+                    }
+                    Poll::Ready(None) => {
+                        s.finish(None);
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => {
+                        // Nothing from the upstream: the idle timer runs from the last frame.
+                        let deadline = s.last + s.idle;
+                        let timer = s
+                            .timer
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        if timer.deadline() != deadline {
+                            timer.as_mut().reset(deadline);
+                        }
+                        ready!(timer.as_mut().poll(cx));
+                        s.finish(Some("idle timeout"));
+                        Poll::Ready(Some(Err(
+                            "the upstream sent nothing within the idle timeout".into(),
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+/// How far an upload has got, shared with the upstream phase so the
+/// response-head timeout starts only once the request body is sent.
+#[derive(Debug, Default)]
+pub(crate) struct Upload {
+    epoch_ms: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Upload {
+    fn touch(&self, epoch: Instant) {
+        self.epoch_ms
+            .store(epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Whether the body is still being sent, and when it last moved.
+    pub(crate) fn progress(&self, epoch: Instant) -> (bool, Instant) {
+        (
+            !self.done.load(Relaxed),
+            epoch + Duration::from_millis(self.epoch_ms.load(Relaxed)),
+        )
+    }
+}
+
+/// The body sent upstream.
+pub(crate) enum RequestBody {
+    /// No body (or one that is known to be empty).
+    Empty,
+    /// The client's body, size-limited and tracked.
+    Stream {
+        inner: Incoming,
+        sent: u64,
+        limit: u64,
+        epoch: Instant,
+        upload: Arc<Upload>,
+    },
+}
+
+impl RequestBody {
+    pub(crate) fn stream(inner: Incoming, limit: u64, epoch: Instant) -> (Self, Arc<Upload>) {
+        let upload = Arc::new(Upload::default());
+        upload.touch(epoch);
+        (
+            RequestBody::Stream {
+                inner,
+                sent: 0,
+                limit,
+                epoch,
+                upload: upload.clone(),
+            },
+            upload,
+        )
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Stream {
+                inner,
+                sent,
+                limit,
+                epoch,
+                upload,
+            } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                upload.touch(*epoch);
+                match frame {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            *sent += data.len() as u64;
+                            if *sent > *limit {
+                                upload.done.store(true, Relaxed);
+                                return Poll::Ready(Some(Err(format!(
+                                    "the request body is larger than {limit} bytes"
+                                )
+                                .into())));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(err)) => {
+                        upload.done.store(true, Relaxed);
+                        Poll::Ready(Some(Err(err.into())))
+                    }
+                    None => {
+                        upload.done.store(true, Relaxed);
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The gateway data plane.
+//!
+//! The life of a request, in phases: `listen` accepts (TCP or TLS with
+//! ALPN) and serves HTTP/1.1 or HTTP/2 → `proxy` matches a route in the
+//! current [`table::RouteTable`] (built from the catalog snapshot, swapped
+//! atomically) → `balance` picks a healthy endpoint → `upstream` forwards
+//! over a pooled connection (HTTP/1.1, h2c, WebSocket tunnel) with
+//! stream-aware timeouts, retries and outlier ejection → the response
+//! streams back through a body that enforces the idle timeout, counts
+//! bytes and writes the access log. Every failure becomes a response in
+//! one place, [`error::rescue`]. The gateway never touches the store or
+//! the catalog: it reads snapshots only.
+
+mod access_log;
+mod balance;
+mod body;
+mod config;
+mod endpoint;
+mod error;
+mod headers;
+mod listen;
+mod metrics;
+mod proxy;
+mod retry;
+mod table;
+mod tls;
+mod upstream;
+mod websocket;
+
+pub use config::GatewayConfig;
+pub use listen::Gateway;
+pub use metrics::GatewayMetrics;

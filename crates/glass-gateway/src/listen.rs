@@ -1,0 +1,267 @@
+//! Listeners: accept TCP (and TLS with ALPN), serve HTTP/1.1 and HTTP/2 on
+//! each connection, follow the snapshot, and drain on shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use glass_snapshot::SnapshotHandle;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::access_log::AccessLog;
+use crate::config::GatewayConfig;
+use crate::metrics::GatewayMetrics;
+use crate::proxy::{self, Conn, Shared};
+use crate::retry::RetryBudget;
+use crate::table::RouteTable;
+use crate::tls;
+use crate::upstream::Clients;
+
+/// A bound gateway; [`Gateway::run`] serves until shutdown.
+pub struct Gateway {
+    listener: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsAcceptor, Arc<tls::CertStore>)>,
+    shared: Arc<Shared>,
+    snapshots: SnapshotHandle,
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl Gateway {
+    /// Binds the listeners, loads certificates, builds the first routing
+    /// table from `snapshots` and starts the access log writer.
+    pub fn bind(config: GatewayConfig, snapshots: SnapshotHandle) -> io::Result<Gateway> {
+        let listener = bind(config.addr)?;
+        let tls = match (&config.tls_addr, &config.tls_dir) {
+            (Some(addr), Some(dir)) => {
+                let (server, store) = tls::server_config(dir)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Some((bind(*addr)?, TlsAcceptor::from(server), store))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS needs both a TLS address and a certificate directory",
+                ));
+            }
+        };
+        let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let metrics = GatewayMetrics::new(table.clone());
+        let log = AccessLog::start(config.access_log.as_deref(), metrics.clone())?;
+        let clients = Clients::default();
+        table.store(Arc::new(RouteTable::build(
+            &snapshots.load(),
+            &RouteTable::default(),
+            &config.local_zone,
+            &clients,
+        )));
+        let shared = Arc::new(Shared {
+            table,
+            config,
+            log,
+            metrics,
+            budget: RetryBudget::default(),
+            clients,
+        });
+        Ok(Gateway {
+            listener,
+            tls,
+            shared,
+            snapshots,
+        })
+    }
+
+    /// The cleartext listener's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The TLS listener's address, if TLS is on.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+    }
+
+    /// The gateway's metrics, for `/metrics`.
+    pub fn metrics(&self) -> GatewayMetrics {
+        self.shared.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits up
+    /// to the drain timeout for open connections to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let shared = self.shared;
+        let follower = tokio::spawn(follow(shared.clone(), self.snapshots));
+        let listener = TcpListener::from_std(self.listener)?;
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut accepts = tokio::task::JoinSet::new();
+        accepts.spawn(accept_loop(
+            listener,
+            None,
+            shared.clone(),
+            graceful.clone(),
+        ));
+        let mut reloader = None;
+        if let Some((tls_listener, acceptor, store)) = self.tls {
+            if let Some(dir) = shared.config.tls_dir.clone() {
+                reloader = Some(tls::spawn_reloader(dir, store));
+            }
+            accepts.spawn(accept_loop(
+                TcpListener::from_std(tls_listener)?,
+                Some(acceptor),
+                shared.clone(),
+                graceful.clone(),
+            ));
+        }
+        shutdown.await;
+        accepts.abort_all();
+        while accepts.join_next().await.is_some() {}
+        follower.abort();
+        if let Some(r) = reloader {
+            r.abort();
+        }
+        let graceful = Arc::into_inner(graceful).expect("accept loops are gone");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("Gateway drained"),
+            () = tokio::time::sleep(shared.config.drain_timeout) => tracing::warn!("Drain timeout: closing open gateway connections"),
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds the routing table whenever a new snapshot is published.
+async fn follow(shared: Arc<Shared>, snapshots: SnapshotHandle) {
+    let mut changes = snapshots.subscribe();
+    while changes.changed().await.is_ok() {
+        let snapshot = snapshots.load();
+        let previous = shared.table.load();
+        if previous.revision == snapshot.revision && snapshot.revision != 0 {
+            continue;
+        }
+        let table = RouteTable::build(
+            &snapshot,
+            &previous,
+            &shared.config.local_zone,
+            &shared.clients,
+        );
+        shared.table.store(Arc::new(table));
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: wait, don't spin.
+                tracing::warn!(error = %err, "Accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            shared.metrics.connection_opened();
+            serve(stream, peer, tls, shared.clone(), watcher).await;
+            shared.metrics.connection_closed();
+        });
+    }
+}
+
+fn builder(config: &GatewayConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32)
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(std::time::Duration::from_secs(30));
+    builder
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let conn = Arc::new(Conn {
+        peer,
+        tls: tls.is_some(),
+    });
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req))
+    };
+    let builder = builder(&shared.config);
+    let result = match tls {
+        None => {
+            watcher
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned(),
+                )
+                .await
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(shared.config.header_read_timeout, acceptor.accept(stream))
+                    .await;
+            let stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
+            watcher
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned(),
+                )
+                .await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "Connection ended with an error");
+    }
+}

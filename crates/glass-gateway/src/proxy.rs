@@ -1,0 +1,694 @@
+//! The request path: route → prepare → balance → forward (with retries)
+//! → respond. Failures leave through [`rescue`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use glass_model::{HashOn, LbPolicy, UpstreamProtocol};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, AccessRecord, rfc3339};
+use crate::balance::PickKey;
+use crate::body::{OnEnd, ProxyBody, RequestBody, Upload};
+use crate::config::GatewayConfig;
+use crate::endpoint::{Endpoint, InFlight};
+use crate::error::{GatewayError, Kind, Side, rescue};
+use crate::headers;
+use crate::metrics::GatewayMetrics;
+use crate::retry::{RetryBudget, backoff};
+use crate::table::{RouteEntry, RouteTable};
+use crate::upstream::Clients;
+use crate::websocket;
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub(crate) table: Arc<ArcSwap<RouteTable>>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) log: AccessLog,
+    pub(crate) metrics: GatewayMetrics,
+    pub(crate) budget: RetryBudget,
+    pub(crate) clients: Clients,
+}
+
+/// The client connection a request arrived on.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+/// Facts about one request kept for the access log.
+struct Exchange {
+    arrived: SystemTime,
+    started: Instant,
+    request_id: HeaderValue,
+    trace_id: String,
+    method: Method,
+    host: String,
+    path: String,
+    protocol: &'static str,
+    client: SocketAddr,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<Endpoint>>,
+    attempts: u32,
+}
+
+impl Exchange {
+    fn record(
+        &self,
+        status: u16,
+        head: Duration,
+        bytes: u64,
+        error: Option<String>,
+    ) -> AccessRecord {
+        AccessRecord {
+            time: rfc3339(self.arrived),
+            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+            trace_id: self.trace_id.clone(),
+            client: self.client.ip().to_string(),
+            method: self.method.as_str().to_owned(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            protocol: self.protocol,
+            route: self.route.as_deref().map(str::to_owned),
+            upstream: self.upstream.as_ref().map(|e| e.addr.to_string()),
+            instance: self.upstream.as_ref().map(|e| e.instance.to_string()),
+            status,
+            attempts: self.attempts,
+            bytes_sent: bytes,
+            head_ms: head.as_secs_f64() * 1e3,
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            error,
+        }
+    }
+}
+
+/// Writes the access log line when the response body ends.
+struct LogOnEnd {
+    log: AccessLog,
+    exchange: Exchange,
+    status: u16,
+    head: Duration,
+}
+
+impl OnEnd for LogOnEnd {
+    fn end(&mut self, bytes: u64, error: Option<&str>) {
+        let record = self
+            .exchange
+            .record(self.status, self.head, bytes, error.map(str::to_owned));
+        self.log.write(record);
+    }
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The host a request is for: `:authority` or `Host`, lowercase, no port.
+fn host_of(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        raw.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        raw.split(':').next().unwrap_or("").to_owned()
+    };
+    host.to_ascii_lowercase()
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn is_websocket(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    req.method() == Method::GET
+        && h.get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// `grpc-timeout: 100m` → 100 ms.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Refuses request shapes that smuggle: a body framed two ways, or a
+/// `Content-Length` that is not one number.
+fn check_framing(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayError> {
+    let h = req.headers();
+    let bad = |why: &str| {
+        Err(GatewayError::new(
+            Kind::BadRequest(why.into()),
+            Side::Downstream,
+            false,
+        ))
+    };
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return bad(
+            "Transfer-Encoding and Content-Length together are refused (request smuggling)",
+        );
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.next().is_some() {
+            return bad("more than one Content-Length");
+        }
+        let n = first.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+        match n {
+            None => return bad("Content-Length is not a number"),
+            Some(n) if n > max_body => {
+                return Err(GatewayError::new(
+                    Kind::TooLarge(max_body),
+                    Side::Downstream,
+                    false,
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Handles one request; never fails (errors become responses).
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let mut exchange = Exchange {
+        arrived: SystemTime::now(),
+        started,
+        request_id: HeaderValue::from_static(""),
+        trace_id: String::new(),
+        method: req.method().clone(),
+        host: host_of(&req),
+        path: req.uri().path().to_owned(),
+        protocol: protocol_name(req.version()),
+        client: conn.peer,
+        route: None,
+        upstream: None,
+        attempts: 0,
+    };
+    let grpc = is_grpc(req.headers());
+    let table = shared.table.load_full();
+    let entry = table
+        .find(
+            &exchange.host,
+            req.uri().path(),
+            req.method(),
+            req.headers(),
+        )
+        .cloned();
+    let outcome = match &entry {
+        None => {
+            shared.metrics.unrouted();
+            Err(GatewayError::new(Kind::NoRoute, Side::Internal, false))
+        }
+        Some(entry) => {
+            exchange.route = Some(entry.name.clone());
+            forward(&shared, &conn, entry, req, &mut exchange).await
+        }
+    };
+    let route = entry.as_ref().map(|e| &*e.name);
+    let grpc = grpc
+        || entry
+            .as_ref()
+            .is_some_and(|e| e.route.protocol == UpstreamProtocol::Grpc);
+    let response = match outcome {
+        Ok(resp) => resp,
+        Err(err) => {
+            let resp = rescue(&err, route, grpc);
+            if let Some(e) = &entry {
+                e.metrics.observe(resp.status().as_u16(), started.elapsed());
+            }
+            if shared.log.enabled() {
+                let record = exchange.record(
+                    resp.status().as_u16(),
+                    started.elapsed(),
+                    0,
+                    Some(err.detail(route)),
+                );
+                shared.log.write(record);
+            }
+            tracing::debug!(route, error = %err.detail(route), "Request failed");
+            resp
+        }
+    };
+    Ok(response)
+}
+
+/// Prepares the request and sends it upstream, retrying where safe.
+async fn forward(
+    shared: &Shared,
+    conn: &Conn,
+    entry: &Arc<RouteEntry>,
+    mut req: Request<Incoming>,
+    exchange: &mut Exchange,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let config = &shared.config;
+    check_framing(&req, config.max_body_bytes)?;
+    let route = &entry.route;
+    let websocket = is_websocket(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    // Headers: connection-level ones go, forwarding and tracing ones come.
+    headers::strip_hop_by_hop(&mut parts.headers, websocket, true);
+    exchange.request_id = headers::request_id(&mut parts.headers);
+    exchange.trace_id = headers::trace_context(&mut parts.headers);
+    let trusted = config.trusts(conn.peer.ip());
+    let host_header = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        trusted,
+        conn.tls,
+        host_header.as_deref(),
+    );
+    if let Some(host) = host_header
+        .as_deref()
+        .filter(|_| !parts.headers.contains_key(header::HOST))
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    for name in &route.spec.request_headers.remove {
+        parts.headers.remove(name.as_str());
+    }
+    for (name, value) in &route.spec.request_headers.add {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            parts.headers.insert(n, v);
+        }
+    }
+    let path_and_query = rewrite_path(
+        &parts.uri,
+        route
+            .spec
+            .strip_prefix
+            .then_some(route.spec.matcher.path_prefix.as_deref())
+            .flatten(),
+    );
+
+    // The body: streamed once, so only bodiless requests are retried.
+    let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
+    let mut body = Some(body);
+    let timeouts = route.timeouts;
+    let total = match (timeouts.total, grpc_timeout(&parts.headers)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let deadline = total.map(|t| exchange.started + t);
+    let retry_allowed = !has_body && idempotent(&parts.method) && !websocket;
+    let version = match route.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        _ => Version::HTTP_2,
+    };
+
+    // Balancing keys.
+    let sticky_name = &entry.sticky_cookie;
+    let hash_header = match entry.balancer.policy() {
+        LbPolicy::Hash(HashOn::Header(h)) => {
+            parts.headers.get(h.as_str()).map(|v| v.as_bytes().to_vec())
+        }
+        _ => None,
+    };
+    let hash_cookie = match entry.balancer.policy() {
+        LbPolicy::Hash(HashOn::Cookie(c)) => cookie(&parts.headers, c).map(str::to_owned),
+        _ => None,
+    };
+    let sticky = cookie(&parts.headers, sticky_name).map(str::to_owned);
+    let key = PickKey {
+        header: hash_header.as_deref(),
+        cookie: hash_cookie.as_deref(),
+        client_ip: conn.peer.ip(),
+        sticky: sticky.as_deref(),
+    };
+
+    shared.budget.deposit();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = GatewayError::new(Kind::NoEndpoint, Side::Internal, false);
+    let mut attempt = 0u32;
+    while attempt <= route.retries {
+        let Some(index) = entry.balancer.pick(&key, &tried) else {
+            return Err(GatewayError::new(Kind::NoEndpoint, Side::Internal, false));
+        };
+        let endpoint = entry.balancer.endpoints()[index].clone();
+        tried.push(index);
+        let Some(in_flight) = InFlight::acquire(&endpoint.state, config.max_requests_per_endpoint)
+        else {
+            last_error = GatewayError::new(Kind::CircuitOpen, Side::Upstream, true);
+            if tried.len() >= entry.balancer.endpoints().len() {
+                break;
+            }
+            continue;
+        };
+        attempt += 1;
+        exchange.attempts = attempt;
+        exchange.upstream = Some(endpoint.clone());
+        if attempt > 1 {
+            entry
+                .metrics
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(backoff(attempt - 1)).await;
+        }
+
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(endpoint.addr.to_string())
+            .path_and_query(path_and_query.as_str())
+            .build()
+            .map_err(|e| {
+                GatewayError::new(
+                    Kind::BadRequest(format!("bad request target: {e}")),
+                    Side::Downstream,
+                    false,
+                )
+            })?;
+        let (request_body, upload) = match body.take() {
+            Some(b) if has_body => {
+                let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange.started);
+                (b, Some(u))
+            }
+            _ => (RequestBody::Empty, None),
+        };
+        let mut upstream_req = Request::new(request_body);
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = version;
+        *upstream_req.headers_mut() = parts.headers.clone();
+        if version == Version::HTTP_2 {
+            upstream_req.headers_mut().remove(header::HOST);
+        }
+
+        let sent = send(
+            &entry.client,
+            upstream_req,
+            timeouts.header,
+            timeouts.idle,
+            upload,
+            exchange.started,
+            deadline,
+        )
+        .await;
+        match sent {
+            Ok(resp)
+                if resp.status().is_server_error()
+                    && retry_allowed
+                    && attempt <= route.retries
+                    && shared.budget.withdraw() =>
+            {
+                endpoint.state.failed();
+                drop(in_flight);
+                last_error = GatewayError::new(
+                    Kind::Upstream(format!("HTTP {}", resp.status())),
+                    Side::Upstream,
+                    true,
+                );
+                continue;
+            }
+            Ok(resp) => {
+                if resp.status().is_server_error() {
+                    endpoint.state.failed();
+                } else {
+                    endpoint.state.succeeded();
+                }
+                return Ok(respond(
+                    shared,
+                    entry,
+                    resp,
+                    exchange,
+                    in_flight,
+                    client_upgrade,
+                    &sticky,
+                ));
+            }
+            Err(err) => {
+                endpoint.state.failed();
+                let again = err.retryable
+                    && (retry_allowed || (!has_body && matches!(err.kind, Kind::Connect(_))));
+                last_error = err;
+                if !(again && attempt <= route.retries && shared.budget.withdraw()) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// The path and query sent upstream, with `strip` removed from the front.
+fn rewrite_path(uri: &Uri, strip: Option<&str>) -> String {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    match strip {
+        Some(prefix) if pq.starts_with(prefix) => {
+            let rest = &pq[prefix.len()..];
+            if rest.starts_with('/') {
+                rest.to_owned()
+            } else {
+                format!("/{rest}")
+            }
+        }
+        _ => pq.to_owned(),
+    }
+}
+
+/// Sends with stream-aware timeouts: while the request body is still
+/// moving only the idle timeout applies; once it is sent, the upstream has
+/// `header` to answer. `deadline` (total, grpc-timeout) caps everything.
+async fn send(
+    client: &crate::upstream::UpstreamClient,
+    req: Request<RequestBody>,
+    header_timeout: Duration,
+    idle: Duration,
+    upload: Option<Arc<Upload>>,
+    epoch: Instant,
+    deadline: Option<Instant>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let call = client.request(req);
+    tokio::pin!(call);
+    let mut wake = Instant::now() + header_timeout;
+    loop {
+        let until = deadline.map_or(wake, |d| d.min(wake));
+        tokio::select! {
+            result = &mut call => return result.map_err(classify),
+            () = tokio::time::sleep_until(until) => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(GatewayError::new(Kind::Timeout("total"), Side::Upstream, false));
+                }
+                let next = match &upload {
+                    Some(u) => {
+                        let (sending, last) = u.progress(epoch);
+                        if sending { last + idle } else { last + header_timeout }
+                    }
+                    None => wake,
+                };
+                if now >= next {
+                    let which = if upload.as_ref().is_some_and(|u| u.progress(epoch).0) { "idle" } else { "header" };
+                    return Err(GatewayError::new(Kind::Timeout(which), Side::Upstream, false));
+                }
+                wake = next;
+            }
+        }
+    }
+}
+
+/// Classifies a client error: connect failures are safe to retry anywhere.
+fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if err.is_connect() {
+        GatewayError::new(Kind::Connect(text), Side::Upstream, true)
+    } else {
+        GatewayError::new(Kind::Upstream(text), Side::Upstream, true)
+    }
+}
+
+/// Builds the client's response from the upstream's.
+fn respond(
+    shared: &Shared,
+    entry: &Arc<RouteEntry>,
+    mut resp: Response<Incoming>,
+    exchange: &mut Exchange,
+    in_flight: InFlight,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    sticky: &Option<String>,
+) -> Response<ProxyBody> {
+    let status = resp.status();
+    let head = exchange.started.elapsed();
+    entry.metrics.observe(status.as_u16(), head);
+    let route = &entry.route;
+    let switching = status == http::StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        websocket::spawn_tunnel(
+            client_upgrade,
+            upstream_upgrade,
+            route.timeouts.idle,
+            in_flight,
+        );
+    } else {
+        drop(in_flight);
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, switching, false);
+    for name in &route.spec.response_headers.remove {
+        parts.headers.remove(name.as_str());
+    }
+    for (name, value) in &route.spec.response_headers.add {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            parts.headers.insert(n, v);
+        }
+    }
+    parts
+        .headers
+        .insert(headers::X_REQUEST_ID.clone(), exchange.request_id.clone());
+    if let (LbPolicy::Hash(HashOn::StickyCookie), Some(endpoint)) =
+        (entry.balancer.policy(), &exchange.upstream)
+        && sticky.as_deref() != Some(&*endpoint.instance)
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Lax",
+            entry.sticky_cookie, endpoint.instance
+        ))
+    {
+        parts.headers.append(header::SET_COOKIE, v);
+    }
+    let on_end: Option<Box<dyn OnEnd>> = shared.log.enabled().then(|| {
+        let exchange = std::mem::replace(exchange, placeholder(exchange));
+        Box::new(LogOnEnd {
+            log: shared.log.clone(),
+            exchange,
+            status: status.as_u16(),
+            head,
+        }) as Box<dyn OnEnd>
+    });
+    Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, route.timeouts.idle, on_end),
+    )
+}
+
+fn placeholder(e: &Exchange) -> Exchange {
+    Exchange {
+        arrived: e.arrived,
+        started: e.started,
+        request_id: HeaderValue::from_static(""),
+        trace_id: String::new(),
+        method: Method::GET,
+        host: String::new(),
+        path: String::new(),
+        protocol: e.protocol,
+        client: e.client,
+        route: None,
+        upstream: None,
+        attempts: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rewritten() {
+        let uri: Uri = "/v1/users/7?x=1".parse().unwrap();
+        assert_eq!(rewrite_path(&uri, Some("/v1")), "/users/7?x=1");
+        assert_eq!(rewrite_path(&uri, None), "/v1/users/7?x=1");
+        let root: Uri = "/v1".parse().unwrap();
+        assert_eq!(rewrite_path(&root, Some("/v1")), "/");
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_millis(250)));
+        h.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_secs(2)));
+        h.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
+    }
+}
