@@ -44,8 +44,14 @@ impl HealthChecker {
 
     async fn run(mut self) {
         let mut changes = self.catalog.snapshots().subscribe();
+        let mut last: Option<std::sync::Arc<glass_snapshot::Snapshot>> = None;
         loop {
-            self.reconcile();
+            let snapshot = self.catalog.snapshots().load();
+            // Registrations without checks do not concern the checkers.
+            if last.as_ref().is_none_or(|l| !l.same_checked(&snapshot)) {
+                self.reconcile(&snapshot);
+                last = Some(snapshot);
+            }
             if changes.changed().await.is_err() {
                 break;
             }
@@ -57,10 +63,9 @@ impl HealthChecker {
     }
 
     /// Starts checks for new or changed instances, stops those of removed ones.
-    fn reconcile(&mut self) {
-        let snapshot = self.catalog.snapshots().load();
+    fn reconcile(&mut self, snapshot: &glass_snapshot::Snapshot) {
         let mut wanted: HashMap<InstanceKey, Instance> = HashMap::new();
-        for member in snapshot.members(&Default::default()) {
+        for member in snapshot.checked_members() {
             let i = &member.instance;
             if i.check.is_some() && self.zone.as_deref().is_none_or(|z| z == i.zone) {
                 wanted.insert(i.key(), i.clone());

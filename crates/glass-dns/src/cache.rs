@@ -16,9 +16,9 @@ pub(crate) struct Indexed {
     pub(crate) index: DnsIndex,
 }
 
-/// Hands out the index of the current snapshot. Readers never lock: the
-/// first query after a publication builds the new index (so does the
-/// server's warm-up task, usually first), and everyone else swaps to it.
+/// Hands out the index of the current snapshot. Readers never lock and
+/// never build: the server's rebuilder builds each new index off the
+/// query path and swaps it in.
 #[derive(Debug)]
 pub(crate) struct IndexCache {
     snapshots: SnapshotHandle,
@@ -47,20 +47,26 @@ impl IndexCache {
         }
     }
 
-    /// The index of the snapshot that is current now.
+    /// The newest index built. Queries never build: between a
+    /// publication and the rebuilder's next run they see the previous
+    /// index (at most [`IndexCache::rebuild`]'s interval old).
     pub(crate) fn get(&self) -> Arc<Indexed> {
+        self.current.load_full()
+    }
+
+    /// Builds the index of the current snapshot if it is not the cached
+    /// one; returns whether it built.
+    pub(crate) fn rebuild(&self) -> bool {
         let snapshot = self.snapshots.load();
-        let cached = self.current.load_full();
-        if Arc::ptr_eq(&cached.snapshot, &snapshot) {
-            return cached;
+        if Arc::ptr_eq(&self.current.load().snapshot, &snapshot) {
+            return false;
         }
-        // Two threads may race to build the same index; both results are
-        // equal, so the extra work is the only cost.
         let index =
             DnsIndex::build_with(&snapshot, &self.config, self.domain.clone(), self.ns_addr);
-        let fresh = Arc::new(Indexed { snapshot, index });
-        self.current.store(fresh.clone());
-        fresh
+        // The previous index is dropped here, on the rebuilder's thread,
+        // not on whichever query held it last.
+        let _previous = self.current.swap(Arc::new(Indexed { snapshot, index }));
+        true
     }
 
     pub(crate) fn snapshots(&self) -> &SnapshotHandle {

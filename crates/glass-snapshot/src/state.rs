@@ -13,9 +13,11 @@ use crate::view::{JobKey, Member, Snapshot};
 #[derive(Debug, Default, Clone)]
 pub struct SnapshotState {
     revision: Revision,
-    instances: OrdMap<InstanceKey, Instance>,
+    /// Stored health records (instances without one use [`initial_health`]).
     health: OrdMap<InstanceKey, Health>,
     members: OrdMap<InstanceKey, Arc<Member>>,
+    /// The members that have a health check, for the checkers.
+    checked: OrdMap<InstanceKey, Arc<Member>>,
     jobs: OrdMap<JobKey, OrdMap<String, Arc<Member>>>,
     routes: OrdMap<String, Arc<Route>>,
 }
@@ -45,26 +47,30 @@ impl SnapshotState {
     /// An instance was registered or changed.
     pub fn put_instance(&mut self, instance: Instance) {
         let key = instance.key();
-        self.instances.insert(key.clone(), instance);
-        self.refresh(&key);
+        self.refresh(&key, Some(instance));
     }
 
     /// An instance was removed.
     pub fn remove_instance(&mut self, key: &InstanceKey) {
-        self.instances.remove(key);
-        self.refresh(key);
+        self.refresh(key, None);
     }
 
     /// An instance's health changed.
     pub fn put_health(&mut self, key: InstanceKey, health: Health) {
         self.health.insert(key.clone(), health);
-        self.refresh(&key);
+        let instance = self.members.get(&key).map(|m| m.instance.clone());
+        if instance.is_some() {
+            self.refresh(&key, instance);
+        }
     }
 
     /// An instance's health record was removed.
     pub fn remove_health(&mut self, key: &InstanceKey) {
         self.health.remove(key);
-        self.refresh(key);
+        let instance = self.members.get(key).map(|m| m.instance.clone());
+        if instance.is_some() {
+            self.refresh(key, instance);
+        }
     }
 
     /// A route was created or replaced.
@@ -79,22 +85,25 @@ impl SnapshotState {
 
     /// The instance stored under `key`, if any.
     pub fn instance(&self, key: &InstanceKey) -> Option<&Instance> {
-        self.instances.get(key)
+        self.members.get(key).map(|m| &m.instance)
     }
 
-    fn refresh(&mut self, key: &InstanceKey) {
+    fn refresh(&mut self, key: &InstanceKey, instance: Option<Instance>) {
         let job_key = (key.product.clone(), key.env.clone(), key.job.clone());
-        match self.instances.get(key) {
+        match instance {
             Some(instance) => {
                 let health = self
                     .health
                     .get(key)
                     .cloned()
-                    .unwrap_or_else(|| initial_health(instance));
-                let member = Arc::new(Member {
-                    instance: instance.clone(),
-                    health,
-                });
+                    .unwrap_or_else(|| initial_health(&instance));
+                let checked = instance.check.is_some();
+                let member = Arc::new(Member { instance, health });
+                if checked {
+                    self.checked.insert(key.clone(), member.clone());
+                } else {
+                    self.checked.remove(key);
+                }
                 self.members.insert(key.clone(), member.clone());
                 self.jobs
                     .entry(job_key)
@@ -103,6 +112,7 @@ impl SnapshotState {
             }
             None => {
                 self.members.remove(key);
+                self.checked.remove(key);
                 if let Some(job) = self.jobs.get_mut(&job_key) {
                     job.remove(&key.id);
                     if job.is_empty() {
@@ -118,6 +128,7 @@ impl SnapshotState {
         Snapshot {
             revision: self.revision,
             members: self.members.clone(),
+            checked: self.checked.clone(),
             jobs: self.jobs.clone(),
             routes: self.routes.clone(),
         }

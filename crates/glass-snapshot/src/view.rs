@@ -37,6 +37,7 @@ pub struct Snapshot {
     /// The store revision this snapshot reflects.
     pub revision: Revision,
     pub(crate) members: OrdMap<InstanceKey, Arc<Member>>,
+    pub(crate) checked: OrdMap<InstanceKey, Arc<Member>>,
     pub(crate) jobs: OrdMap<JobKey, OrdMap<String, Arc<Member>>>,
     pub(crate) routes: OrdMap<String, Arc<Route>>,
 }
@@ -100,6 +101,17 @@ impl Snapshot {
         self.members.is_empty()
     }
 
+    /// The instances that have a health check.
+    pub fn checked_members(&self) -> impl Iterator<Item = &Arc<Member>> + '_ {
+        self.checked.values()
+    }
+
+    /// Whether the checked instances are the very same as in `other`
+    /// (cheap: compares the persistent maps' roots).
+    pub fn same_checked(&self, other: &Snapshot) -> bool {
+        self.checked.ptr_eq(&other.checked)
+    }
+
     /// Every route, by name.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> + '_ {
         self.routes.values()
@@ -153,6 +165,14 @@ impl Snapshot {
                         .filter(move |m| filter.matches(m)),
                 )
             }
+            // A job name alone: walk the jobs, not every instance.
+            (_, _, Some(j)) => Box::new(
+                self.jobs
+                    .iter()
+                    .filter(move |(k, _)| k.2 == *j)
+                    .flat_map(|(_, m)| m.values())
+                    .filter(move |m| filter.matches(m)),
+            ),
             _ => Box::new(self.members.values().filter(move |m| filter.matches(m))),
         }
     }

@@ -42,11 +42,24 @@ fn dns_answers_registered_instances() {
         "http=8080",
     ]);
 
-    let srv = ask(
-        &node.dns,
-        "http.users-api.prod.shop.eu1.glass.",
-        RecordType::SRV,
-    );
+    // The DNS index follows the catalog within milliseconds.
+    let started = Instant::now();
+    let srv = loop {
+        let srv = ask(
+            &node.dns,
+            "http.users-api.prod.shop.eu1.glass.",
+            RecordType::SRV,
+        );
+        if !srv.answers.is_empty() {
+            break srv;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the registration did not reach DNS"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("registration visible in DNS after {:?}", started.elapsed());
     assert_eq!(srv.metadata.response_code, ResponseCode::NoError);
     let targets: Vec<(String, u16)> = srv
         .answers
