@@ -75,6 +75,8 @@ PY
 "$GLASS_BIN" serve --dev \
   --dns-addr "127.0.0.1:$CANDIDATE_PORT" \
   --api-addr 127.0.0.1:0 \
+  --gateway-addr 127.0.0.1:0 \
+  --access-log off \
   --data-dir "$WORK/data" \
   --providers-dir "$WORK/providers" \
   --zone eu1 \

@@ -4,10 +4,12 @@
 //!
 //! - `registrations`: registrations/s with N concurrent keep-alive clients;
 //! - `watch-fanout`: write → SSE event latency on N watchers;
-//! - `memory`: node RSS with N registered instances, and query times.
+//! - `memory`: node RSS with N registered instances, and query times;
+//! - `dns-latency`: time from a registration to its first DNS answer.
 //!
 //! Results and their reading are in `docs/benchmarks.md`.
 
+mod dns_latency;
 mod fanout;
 mod http;
 mod node;
@@ -73,6 +75,12 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         interval_ms: u64,
     },
+    /// Time from a registration to its first appearance in a DNS answer.
+    DnsLatency {
+        /// Registrations, one after the other.
+        #[arg(long, default_value_t = 1000)]
+        registrations: usize,
+    },
     /// Node memory with many registered instances, and query times.
     Memory {
         /// Instances to register.
@@ -131,6 +139,7 @@ async fn main() -> Result<()> {
             jobs,
             settle_secs,
         } => memory(&node, instances, clients, jobs, settle_secs).await,
+        Command::DnsLatency { registrations } => dns_latency::run(&node, registrations).await,
     };
     node.stop().await?;
     result

@@ -15,6 +15,8 @@ pub(crate) struct Node {
     pid: u32,
     /// Control API address.
     pub(crate) api: SocketAddr,
+    /// DNS address (UDP and TCP).
+    pub(crate) dns: SocketAddr,
     /// Data directory (removed when the node is dropped).
     dir: tempfile::TempDir,
 }
@@ -38,6 +40,10 @@ impl Node {
                 "127.0.0.1:0",
                 "--dns-addr",
                 "127.0.0.1:0",
+                "--gateway-addr",
+                "127.0.0.1:0",
+                "--access-log",
+                "off",
                 "--data-dir",
             ])
             .arg(&data)
@@ -58,13 +64,14 @@ impl Node {
             child,
             pid,
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dns: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
         };
-        node.api = node.wait_for_addrs(&data.join("addrs.json")).await?;
+        (node.api, node.dns) = node.wait_for_addrs(&data.join("addrs.json")).await?;
         Ok(node)
     }
 
-    async fn wait_for_addrs(&mut self, path: &Path) -> Result<SocketAddr> {
+    async fn wait_for_addrs(&mut self, path: &Path) -> Result<(SocketAddr, SocketAddr)> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -76,10 +83,15 @@ impl Node {
             if let Ok(text) = std::fs::read_to_string(path)
                 && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
                 && let Some(api) = value.get("api").and_then(|v| v.as_str())
+                && let Some(dns) = value.get("dns").and_then(|v| v.as_str())
             {
-                return api
+                let api = api
                     .parse()
-                    .with_context(|| format!("addrs.json: bad api address {api:?}"));
+                    .with_context(|| format!("addrs.json: bad api address {api:?}"))?;
+                let dns = dns
+                    .parse()
+                    .with_context(|| format!("addrs.json: bad dns address {dns:?}"))?;
+                return Ok((api, dns));
             }
             if Instant::now() > deadline {
                 bail!("glass did not write {} within 30 s", path.display());

@@ -87,6 +87,9 @@ pub(crate) struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, env = "GLASS_LOG_JSON")]
     pub(crate) log_json: bool,
+    /// Async worker threads. Default: one per CPU the process may use.
+    #[arg(long, env = "GLASS_WORKER_THREADS")]
+    pub(crate) worker_threads: Option<usize>,
 }
 
 /// How the CLI reaches a node.
