@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -149,9 +149,38 @@ impl Body for ProxyBody {
 pub(crate) struct Upload {
     epoch_ms: AtomicU64,
     done: AtomicBool,
+    /// Why the client's body broke, if it did: one of the `UPLOAD_*` codes.
+    failure: AtomicU8,
 }
 
+/// How a client's upload can fail: so the upstream phase can blame the
+/// client (400 / 413) rather than the upstream (502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadFailure {
+    /// The body broke: bad chunking, a connection cut mid-body.
+    Malformed,
+    /// The body went past the size limit.
+    TooLarge,
+}
+
+const UPLOAD_MALFORMED: u8 = 1;
+const UPLOAD_TOO_LARGE: u8 = 2;
+
 impl Upload {
+    fn fail(&self, code: u8) {
+        self.failure.store(code, Relaxed);
+        self.done.store(true, Relaxed);
+    }
+
+    /// Whether, and how, the client's body failed.
+    pub(crate) fn failure(&self) -> Option<UploadFailure> {
+        match self.failure.load(Relaxed) {
+            UPLOAD_MALFORMED => Some(UploadFailure::Malformed),
+            UPLOAD_TOO_LARGE => Some(UploadFailure::TooLarge),
+            _ => None,
+        }
+    }
+
     fn touch(&self, epoch: Instant) {
         self.epoch_ms
             .store(epoch.elapsed().as_millis() as u64, Relaxed);
@@ -221,7 +250,7 @@ impl Body for RequestBody {
                         if let Some(data) = frame.data_ref() {
                             *sent += data.len() as u64;
                             if *sent > *limit {
-                                upload.done.store(true, Relaxed);
+                                upload.fail(UPLOAD_TOO_LARGE);
                                 return Poll::Ready(Some(Err(format!(
                                     "the request body is larger than {limit} bytes"
                                 )
@@ -231,7 +260,7 @@ impl Body for RequestBody {
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Some(Err(err)) => {
-                        upload.done.store(true, Relaxed);
+                        upload.fail(UPLOAD_MALFORMED);
                         Poll::Ready(Some(Err(err.into())))
                     }
                     None => {

@@ -182,7 +182,7 @@ fn valid_traceparent(v: &str) -> Option<&str> {
         && hex(parts[2], 16)
         && parts[2].bytes().any(|b| b != b'0')
         && hex(parts[3], 2);
-    ok.then_some(parts[1])
+    ok.then(|| parts[1])
 }
 
 #[cfg(test)]

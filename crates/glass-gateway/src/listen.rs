@@ -27,9 +27,17 @@ use crate::upstream::Clients;
 /// A bound gateway; [`Gateway::run`] serves until shutdown.
 pub struct Gateway {
     listener: std::net::TcpListener,
-    tls: Option<(std::net::TcpListener, TlsAcceptor, Arc<tls::CertStore>)>,
+    tls: Option<(
+        std::net::TcpListener,
+        TlsAcceptor,
+        Arc<tls::CertStore>,
+        tls::Fingerprint,
+    )>,
     shared: Arc<Shared>,
     snapshots: SnapshotHandle,
+    /// Subscribed before the first table is built, so no publication
+    /// between `bind` and `run` is missed.
+    changes: tokio::sync::watch::Receiver<glass_model::Revision>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -45,9 +53,9 @@ impl Gateway {
         let listener = bind(config.addr)?;
         let tls = match (&config.tls_addr, &config.tls_dir) {
             (Some(addr), Some(dir)) => {
-                let (server, store) = tls::server_config(dir)
+                let (server, store, seen) = tls::server_config(dir)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                Some((bind(*addr)?, TlsAcceptor::from(server), store))
+                Some((bind(*addr)?, TlsAcceptor::from(server), store, seen))
             }
             (None, None) => None,
             _ => {
@@ -61,6 +69,7 @@ impl Gateway {
         let metrics = GatewayMetrics::new(table.clone());
         let log = AccessLog::start(config.access_log.as_deref(), metrics.clone())?;
         let clients = Clients::default();
+        let changes = snapshots.subscribe();
         table.store(Arc::new(RouteTable::build(
             &snapshots.load(),
             &RouteTable::default(),
@@ -80,6 +89,7 @@ impl Gateway {
             tls,
             shared,
             snapshots,
+            changes,
         })
     }
 
@@ -90,7 +100,7 @@ impl Gateway {
 
     /// The TLS listener's address, if TLS is on.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+        self.tls.as_ref().and_then(|(l, ..)| l.local_addr().ok())
     }
 
     /// The gateway's metrics, for `/metrics`.
@@ -102,7 +112,7 @@ impl Gateway {
     /// to the drain timeout for open connections to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let shared = self.shared;
-        let follower = tokio::spawn(follow(shared.clone(), self.snapshots));
+        let follower = tokio::spawn(follow(shared.clone(), self.snapshots, self.changes));
         let listener = TcpListener::from_std(self.listener)?;
         let graceful = Arc::new(GracefulShutdown::new());
         let mut accepts = tokio::task::JoinSet::new();
@@ -113,9 +123,9 @@ impl Gateway {
             graceful.clone(),
         ));
         let mut reloader = None;
-        if let Some((tls_listener, acceptor, store)) = self.tls {
+        if let Some((tls_listener, acceptor, store, seen)) = self.tls {
             if let Some(dir) = shared.config.tls_dir.clone() {
-                reloader = Some(tls::spawn_reloader(dir, store));
+                reloader = Some(tls::spawn_reloader(dir, store, seen));
             }
             accepts.spawn(accept_loop(
                 TcpListener::from_std(tls_listener)?,
@@ -141,8 +151,11 @@ impl Gateway {
 }
 
 /// Rebuilds the routing table whenever a new snapshot is published.
-async fn follow(shared: Arc<Shared>, snapshots: SnapshotHandle) {
-    let mut changes = snapshots.subscribe();
+async fn follow(
+    shared: Arc<Shared>,
+    snapshots: SnapshotHandle,
+    mut changes: tokio::sync::watch::Receiver<glass_model::Revision>,
+) {
     while changes.changed().await.is_ok() {
         let snapshot = snapshots.load();
         let previous = shared.table.load();

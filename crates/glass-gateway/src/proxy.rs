@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord, rfc3339};
 use crate::balance::PickKey;
-use crate::body::{OnEnd, ProxyBody, RequestBody, Upload};
+use crate::body::{OnEnd, ProxyBody, RequestBody, Upload, UploadFailure};
 use crate::config::GatewayConfig;
 use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{GatewayError, Kind, Side, rescue};
@@ -192,9 +192,12 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Refuses request shapes that smuggle: a body framed two ways, or a
-/// `Content-Length` that is not one number.
-fn check_framing(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayError> {
+/// Refuses requests the gateway will not forward (RFC 9112 §3.2, §6.3;
+/// RFC 6455 §4.2.1): a body framed two ways or a `Content-Length` that is
+/// not one number (smuggling shapes), a missing or repeated `Host`,
+/// `CONNECT` (the gateway is no forward proxy), and WebSocket handshakes
+/// that are incomplete or carry a body.
+fn check_request(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayError> {
     let h = req.headers();
     let bad = |why: &str| {
         Err(GatewayError::new(
@@ -226,6 +229,37 @@ fn check_framing(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayEr
             Some(_) => {}
         }
     }
+    let mut hosts = h.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => {
+            return bad("an HTTP/1.1 request needs a Host header");
+        }
+        (Some(_), Some(_)) => return bad("more than one Host header"),
+        _ => {}
+    }
+    if req.method() == Method::CONNECT {
+        return bad("CONNECT is not supported: the gateway is not a forward proxy");
+    }
+    if is_websocket(req) {
+        let key_ok = h
+            .get(header::SEC_WEBSOCKET_KEY)
+            .is_some_and(|k| k.len() == 24 && k.as_bytes().ends_with(b"=="));
+        if !key_ok {
+            return bad("a WebSocket upgrade needs a Sec-WebSocket-Key of 16 base64-encoded bytes");
+        }
+        if h.get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            return bad("a WebSocket upgrade needs Sec-WebSocket-Version: 13");
+        }
+        let has_body = h.contains_key(header::TRANSFER_ENCODING)
+            || h.get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body {
+            return bad("a WebSocket upgrade cannot carry a body");
+        }
+    }
     Ok(())
 }
 
@@ -252,6 +286,7 @@ pub(crate) async fn handle(
     };
     let grpc = is_grpc(req.headers());
     let table = shared.table.load_full();
+    let checked = check_request(&req, shared.config.max_body_bytes);
     let entry = table
         .find(
             &exchange.host,
@@ -260,12 +295,13 @@ pub(crate) async fn handle(
             req.headers(),
         )
         .cloned();
-    let outcome = match &entry {
-        None => {
+    let outcome = match (&entry, checked) {
+        (_, Err(refused)) => Err(refused),
+        (None, Ok(())) => {
             shared.metrics.unrouted();
             Err(GatewayError::new(Kind::NoRoute, Side::Internal, false))
         }
-        Some(entry) => {
+        (Some(entry), Ok(())) => {
             exchange.route = Some(entry.name.clone());
             forward(&shared, &conn, entry, req, &mut exchange).await
         }
@@ -307,7 +343,6 @@ async fn forward(
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let config = &shared.config;
-    check_framing(&req, config.max_body_bytes)?;
     let route = &entry.route;
     let websocket = is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -439,7 +474,7 @@ async fn forward(
                     false,
                 )
             })?;
-        let (request_body, upload) = match body.take() {
+        let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match body.take() {
             Some(b) if has_body => {
                 let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange.started);
                 (b, Some(u))
@@ -455,6 +490,7 @@ async fn forward(
             upstream_req.headers_mut().remove(header::HOST);
         }
 
+        let watched = upload.clone();
         let sent = send(
             &entry.client,
             upstream_req,
@@ -464,7 +500,8 @@ async fn forward(
             exchange.started,
             deadline,
         )
-        .await;
+        .await
+        .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes));
         match sent {
             Ok(resp)
                 if resp.status().is_server_error()
@@ -498,7 +535,11 @@ async fn forward(
                 ));
             }
             Err(err) => {
-                endpoint.state.failed();
+                // Only the upstream's own failures count towards ejection:
+                // a client's broken body or short deadline says nothing of it.
+                if err.side == Side::Upstream && err.kind != Kind::Timeout("total") {
+                    endpoint.state.failed();
+                }
                 let again = err.retryable
                     && (retry_allowed || (!has_body && matches!(err.kind, Kind::Connect(_))));
                 last_error = err;
@@ -509,6 +550,21 @@ async fn forward(
         }
     }
     Err(last_error)
+}
+
+/// Blames the client when the exchange failed because its body did.
+fn blame(err: GatewayError, upload: Option<&Upload>, max_body: u64) -> GatewayError {
+    match upload.and_then(Upload::failure) {
+        Some(UploadFailure::TooLarge) => {
+            GatewayError::new(Kind::TooLarge(max_body), Side::Downstream, false)
+        }
+        Some(UploadFailure::Malformed) => GatewayError::new(
+            Kind::BadRequest("the request body is malformed or was cut short".into()),
+            Side::Downstream,
+            false,
+        ),
+        None => err,
+    }
 }
 
 /// The path and query sent upstream, with `strip` removed from the front.

@@ -80,7 +80,10 @@ fn load(dir: &Path) -> Result<HashMap<String, Arc<CertifiedKey>>, String> {
     Ok(out)
 }
 
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+/// What the directory looked like: (file, modified, length), sorted.
+pub(crate) type Fingerprint = Vec<(PathBuf, SystemTime, u64)>;
+
+fn fingerprint(dir: &Path) -> Fingerprint {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -94,10 +97,12 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     files
 }
 
-/// Loads `dir` (failing if it is unusable) and keeps it current.
+/// Loads `dir` (failing if it is unusable). The fingerprint is taken
+/// before loading, so the reloader catches any change made after it.
 pub(crate) fn server_config(
     dir: &Path,
-) -> Result<(Arc<rustls::ServerConfig>, Arc<CertStore>), String> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<CertStore>, Fingerprint), String> {
+    let seen = fingerprint(dir);
     let store = Arc::new(CertStore::default());
     store.keys.store(Arc::new(load(dir)?));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -107,14 +112,18 @@ pub(crate) fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(store.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), store))
+    Ok((Arc::new(config), store, seen))
 }
 
-/// Watches `dir` and swaps in new certificates when files change; a
-/// broken change is logged and the previous certificates stay.
-pub(crate) fn spawn_reloader(dir: PathBuf, store: Arc<CertStore>) -> tokio::task::JoinHandle<()> {
+/// Watches `dir` and swaps in new certificates when files change from
+/// `seen` (what was loaded); a broken change is logged and the previous
+/// certificates stay.
+pub(crate) fn spawn_reloader(
+    dir: PathBuf,
+    store: Arc<CertStore>,
+    mut seen: Fingerprint,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen = fingerprint(&dir);
         loop {
             tokio::time::sleep(RELOAD_EVERY).await;
             let now = fingerprint(&dir);

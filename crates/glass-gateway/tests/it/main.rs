@@ -1,1 +1,13 @@
-//! Gateway integration tests.
+//! Gateway integration tests: a gateway on port 0 driven by hand-built
+//! snapshots, against real backends and real clients.
+
+mod balance;
+mod faults;
+mod grpc;
+mod hostile;
+mod http;
+mod long;
+mod streams;
+mod support;
+mod tls;
+mod websocket;
