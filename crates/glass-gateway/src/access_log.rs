@@ -3,8 +3,13 @@
 //! behind, lines are dropped and counted, never queued without bound.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Method};
 
 use serde::Serialize;
 
@@ -13,30 +18,81 @@ use crate::metrics::GatewayMetrics;
 /// Lines buffered between the proxy and the writer thread.
 const QUEUE: usize = 65_536;
 
-/// One access log line.
-#[derive(Debug, Serialize)]
+/// One request's facts, handed to the writer thread as they are: the
+/// request path only moves and clones cheap values; formatting happens
+/// on the writer thread.
+#[derive(Debug)]
 pub(crate) struct AccessRecord {
-    /// RFC 3339 time the request arrived.
-    pub(crate) time: String,
-    pub(crate) request_id: String,
+    pub(crate) arrived: SystemTime,
+    pub(crate) request_id: HeaderValue,
     pub(crate) trace_id: String,
-    pub(crate) client: String,
-    pub(crate) method: String,
+    pub(crate) client: IpAddr,
+    pub(crate) method: Method,
     pub(crate) host: String,
     pub(crate) path: String,
     pub(crate) protocol: &'static str,
-    pub(crate) route: Option<String>,
-    pub(crate) upstream: Option<String>,
-    pub(crate) instance: Option<String>,
+    pub(crate) route: Option<Arc<str>>,
+    /// Upstream address and instance id.
+    pub(crate) upstream: Option<(SocketAddr, Arc<str>)>,
     pub(crate) status: u16,
     pub(crate) attempts: u32,
     pub(crate) bytes_sent: u64,
-    /// Milliseconds to the response head.
-    pub(crate) head_ms: f64,
-    /// Milliseconds until the body ended.
-    pub(crate) total_ms: f64,
+    /// Time to the response head.
+    pub(crate) head: Duration,
+    /// Time until the body ended.
+    pub(crate) total: Duration,
     pub(crate) error: Option<String>,
 }
+
+/// One access log line as written.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    request_id: &'a str,
+    trace_id: &'a str,
+    client: String,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+    route: Option<&'a str>,
+    upstream: Option<String>,
+    instance: Option<&'a str>,
+    status: u16,
+    attempts: u32,
+    bytes_sent: u64,
+    head_ms: f64,
+    total_ms: f64,
+    error: Option<&'a str>,
+}
+
+impl AccessRecord {
+    fn line(&self) -> Line<'_> {
+        Line {
+            time: rfc3339(self.arrived),
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            trace_id: &self.trace_id,
+            client: self.client.to_string(),
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            protocol: self.protocol,
+            route: self.route.as_deref(),
+            upstream: self.upstream.as_ref().map(|(a, _)| a.to_string()),
+            instance: self.upstream.as_ref().map(|(_, i)| &**i),
+            status: self.status,
+            attempts: self.attempts,
+            bytes_sent: self.bytes_sent,
+            head_ms: self.head.as_secs_f64() * 1e3,
+            total_ms: self.total.as_secs_f64() * 1e3,
+            error: self.error.as_deref(),
+        }
+    }
+}
+
+/// How often the writer thread drains the queue. Polling, not a blocking
+/// receive, so the request path never pays for waking the writer.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 /// Where access log lines go.
 #[derive(Debug, Clone)]
@@ -69,18 +125,26 @@ impl AccessLog {
             .name("glass-access-log".into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-                while let Ok(first) = rx.recv() {
-                    let mut record = Some(first);
-                    // Write everything queued, then flush once.
-                    while let Some(r) = record.take() {
-                        if serde_json::to_writer(&mut out, &r).is_err()
-                            || out.write_all(b"\n").is_err()
-                        {
-                            return;
+                loop {
+                    std::thread::sleep(DRAIN_EVERY);
+                    let mut gone = false;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(r) => {
+                                if serde_json::to_writer(&mut out, &r.line()).is_err()
+                                    || out.write_all(b"\n").is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                gone = true;
+                                break;
+                            }
                         }
-                        record = rx.try_recv().ok();
                     }
-                    if out.flush().is_err() {
+                    if out.flush().is_err() || gone {
                         return;
                     }
                 }

@@ -186,12 +186,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                Arc::new(Endpoint {
-                    addr: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
-                    instance: format!("i{i}").into(),
-                    weight: *w,
-                    state: Arc::default(),
-                })
+                Arc::new(Endpoint::new(
+                    format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    format!("i{i}").into(),
+                    *w,
+                    Arc::default(),
+                ))
             })
             .collect()
     }

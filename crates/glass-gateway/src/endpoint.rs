@@ -18,10 +18,33 @@ const MAX_EJECTION: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
+    /// `addr` as a URI authority, made once rather than per request.
+    pub(crate) authority: http::uri::Authority,
     /// The instance id (or the address for static targets), for logs and sticky cookies.
     pub(crate) instance: Arc<str>,
     pub(crate) weight: u32,
     pub(crate) state: Arc<EndpointState>,
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        instance: Arc<str>,
+        weight: u32,
+        state: Arc<EndpointState>,
+    ) -> Self {
+        let authority = addr
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid authority");
+        Endpoint {
+            addr,
+            authority,
+            instance,
+            weight,
+            state,
+        }
+    }
 }
 
 /// What the gateway has seen of one address; survives route-table rebuilds.

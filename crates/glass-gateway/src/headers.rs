@@ -125,12 +125,19 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     }
 }
 
+/// `bytes` random bytes as lowercase hex, in one allocation.
 fn random_hex(bytes: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes * 2);
-    while out.len() < bytes * 2 {
-        out.push_str(&format!("{:016x}", rand::random::<u64>()));
+    let mut word = 0u64;
+    for i in 0..bytes {
+        if i % 8 == 0 {
+            word = rand::random::<u64>();
+        }
+        let b = (word >> ((i % 8) * 8)) as u8;
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
-    out.truncate(bytes * 2);
     out
 }
 

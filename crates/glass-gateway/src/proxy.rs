@@ -13,7 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::access_log::{AccessLog, AccessRecord, rfc3339};
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::balance::PickKey;
 use crate::body::{OnEnd, ProxyBody, RequestBody, Upload, UploadFailure};
 use crate::config::GatewayConfig;
@@ -60,30 +60,30 @@ struct Exchange {
 }
 
 impl Exchange {
+    /// The access log record; takes the owned text out (called once).
     fn record(
-        &self,
+        &mut self,
         status: u16,
         head: Duration,
         bytes: u64,
         error: Option<String>,
     ) -> AccessRecord {
         AccessRecord {
-            time: rfc3339(self.arrived),
-            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
-            trace_id: self.trace_id.clone(),
-            client: self.client.ip().to_string(),
-            method: self.method.as_str().to_owned(),
-            host: self.host.clone(),
-            path: self.path.clone(),
+            arrived: self.arrived,
+            request_id: self.request_id.clone(),
+            trace_id: std::mem::take(&mut self.trace_id),
+            client: self.client.ip(),
+            method: self.method.clone(),
+            host: std::mem::take(&mut self.host),
+            path: std::mem::take(&mut self.path),
             protocol: self.protocol,
-            route: self.route.as_deref().map(str::to_owned),
-            upstream: self.upstream.as_ref().map(|e| e.addr.to_string()),
-            instance: self.upstream.as_ref().map(|e| e.instance.to_string()),
+            route: self.route.clone(),
+            upstream: self.upstream.as_ref().map(|e| (e.addr, e.instance.clone())),
             status,
             attempts: self.attempts,
             bytes_sent: bytes,
-            head_ms: head.as_secs_f64() * 1e3,
-            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            head,
+            total: self.started.elapsed(),
             error,
         }
     }
@@ -389,14 +389,22 @@ async fn forward(
             parts.headers.insert(n, v);
         }
     }
-    let path_and_query = rewrite_path(
-        &parts.uri,
-        route
-            .spec
-            .strip_prefix
-            .then_some(route.spec.matcher.path_prefix.as_deref())
-            .flatten(),
-    );
+    let strip = route
+        .spec
+        .strip_prefix
+        .then_some(route.spec.matcher.path_prefix.as_deref())
+        .flatten();
+    // Without a rewrite the request's own path and query are reused (no copy).
+    let path_and_query: http::uri::PathAndQuery = match (strip, parts.uri.path_and_query()) {
+        (None, Some(pq)) => pq.clone(),
+        _ => rewrite_path(&parts.uri, strip).parse().map_err(|e| {
+            GatewayError::new(
+                Kind::BadRequest(format!("bad request target: {e}")),
+                Side::Downstream,
+                false,
+            )
+        })?,
+    };
 
     // The body: streamed once, so only bodiless requests are retried.
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
@@ -463,9 +471,9 @@ async fn forward(
         }
 
         let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.addr.to_string())
-            .path_and_query(path_and_query.as_str())
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(path_and_query.clone())
             .build()
             .map_err(|e| {
                 GatewayError::new(

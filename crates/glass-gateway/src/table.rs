@@ -220,14 +220,7 @@ fn endpoints(
     match &route.target {
         Target::Static(addrs) => addrs
             .iter()
-            .map(|a| {
-                Arc::new(Endpoint {
-                    addr: *a,
-                    instance: a.to_string().into(),
-                    weight: 1,
-                    state: state(a),
-                })
-            })
+            .map(|a| Arc::new(Endpoint::new(*a, a.to_string().into(), 1, state(a))))
             .collect(),
         Target::Service {
             product,
@@ -253,12 +246,12 @@ fn endpoints(
                     if state.health_since.swap(m.health.since_ms, Relaxed) != m.health.since_ms {
                         state.restore();
                     }
-                    Arc::new(Endpoint {
+                    Arc::new(Endpoint::new(
                         addr,
-                        instance: m.instance.id.as_str().into(),
-                        weight: u32::from(m.instance.weight()),
+                        m.instance.id.as_str().into(),
+                        u32::from(m.instance.weight()),
                         state,
-                    })
+                    ))
                 })
                 .collect()
         }
