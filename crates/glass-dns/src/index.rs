@@ -1,7 +1,12 @@
 //! The DNS index of one snapshot: every name Glass answers, with its records
 //! already in wire format, so that a query is a hash lookup and a few copies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// Names are hashed with foldhash, not SipHash: only the catalog inserts
+/// keys (queries only look up), so there is no collision attack to resist,
+/// and the index is rebuilt often.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -97,7 +102,7 @@ impl DnsIndex {
         let mut builder = Builder {
             config,
             domain: &domain,
-            names: HashMap::new(),
+            names: HashMap::default(),
             services: BTreeMap::new(),
         };
         for member in snapshot.members(&InstanceFilter::default()) {

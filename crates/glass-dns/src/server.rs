@@ -121,8 +121,8 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::Tcp
 /// Builds the index of each new snapshot as soon as it is published, so
 /// queries rarely pay for it.
 /// Shortest time between two index builds; a build of a large catalog
-/// also waits twice its own duration, so rebuilding under a stream of
-/// changes takes at most about a third of one core.
+/// also waits four times its own duration, so rebuilding under a stream
+/// of changes takes at most a fifth of one core.
 const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Rebuilds the index after each publication, rate-limited, on a blocking
@@ -150,7 +150,7 @@ async fn warm(shared: Arc<Shared>) {
         }
         tokio::time::sleep(
             MIN_REBUILD_INTERVAL
-                .max(took * 2)
+                .max(took * 4)
                 .saturating_sub(started.elapsed()),
         )
         .await;
