@@ -122,6 +122,12 @@ fn resolve(state: &ApiState, id: &str, params: &Params) -> Result<InstanceKey, A
     }
 }
 
+/// The instance an `{id}` path names, for changes (no blocking-query parameters).
+fn resolve_path(state: &ApiState, id: &str, uri: &Uri) -> Result<InstanceKey, ApiError> {
+    let params = Params::parse(uri, &ONE_PARAMS[..3])?;
+    resolve(state, id, &params)
+}
+
 const ONE_PARAMS: &[&str] = &["product", "env", "job", "index", "wait"];
 
 /// One instance with its health; supports blocking queries.
@@ -154,8 +160,7 @@ pub(crate) async fn deregister(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<RevisionResponse>, ApiError> {
-    let params = Params::parse(&uri, &ONE_PARAMS[..3])?;
-    let key = resolve(&state, &id, &params)?;
+    let key = resolve_path(&state, &id, &uri)?;
     let revision = state.catalog.deregister(&key).await?;
     Ok(Json(RevisionResponse { revision }))
 }
@@ -169,8 +174,7 @@ pub(crate) async fn heartbeat(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<RevisionResponse>, ApiError> {
-    let params = Params::parse(&uri, &ONE_PARAMS[..3])?;
-    let key = resolve(&state, &id, &params)?;
+    let key = resolve_path(&state, &id, &uri)?;
     let revision = state.catalog.heartbeat(&key).await?;
     Ok(Json(RevisionResponse { revision }))
 }

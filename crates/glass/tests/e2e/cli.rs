@@ -128,71 +128,36 @@ fn cli_errors_are_one_line_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &[]);
     let before = node.cli_ok(&["instances", "--json"]);
+    // `glass register` of product `product` with one `--port` argument, plus `extra`.
+    let register = |product: &'static str, port: &'static str, extra: &[&'static str]| {
+        let mut args = vec![
+            "register",
+            "--product",
+            product,
+            "--env",
+            "prod",
+            "--job",
+            "j",
+        ];
+        args.extend(["--address", "10.0.0.1", "--port", port]);
+        args.extend_from_slice(extra);
+        args
+    };
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec![
-                "register",
-                "--product",
-                "Shop",
-                "--env",
-                "prod",
-                "--job",
-                "j",
-                "--address",
-                "10.0.0.1",
-                "--port",
-                "http=80",
-            ],
+            register("Shop", "http=80", &[]),
             "422 Unprocessable Entity: product: \"Shop\" contains 'S'",
         ),
         (
-            vec![
-                "register",
-                "--product",
-                "shop",
-                "--env",
-                "prod",
-                "--job",
-                "j",
-                "--address",
-                "10.0.0.1",
-                "--port",
-                "http",
-            ],
+            register("shop", "http", &[]),
             "--port \"http\": write NAME=VALUE",
         ),
         (
-            vec![
-                "register",
-                "--product",
-                "shop",
-                "--env",
-                "prod",
-                "--job",
-                "j",
-                "--address",
-                "10.0.0.1",
-                "--port",
-                "http=99999",
-            ],
+            register("shop", "http=99999", &[]),
             "--port \"http=99999\": \"99999\" is not a valid value",
         ),
         (
-            vec![
-                "register",
-                "--product",
-                "shop",
-                "--env",
-                "prod",
-                "--job",
-                "j",
-                "--address",
-                "10.0.0.1",
-                "--port",
-                "http=80",
-                "--token",
-                "wrong",
-            ],
+            register("shop", "http=80", &["--token", "wrong"]),
             "401 Unauthorized: the bearer token is wrong",
         ),
         (
