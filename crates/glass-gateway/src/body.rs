@@ -34,6 +34,7 @@ pub(crate) enum ProxyBody {
 pub(crate) struct Streamed {
     inner: Incoming,
     idle: Duration,
+    deadline: Option<Instant>,
     last: Instant,
     timer: Option<Pin<Box<Sleep>>>,
     bytes: u64,
@@ -49,14 +50,18 @@ impl ProxyBody {
         ProxyBody::Full(Some(bytes))
     }
 
+    /// The upstream's body, cut when nothing moves for `idle` or at
+    /// `deadline` (the route's `total` or the call's `grpc-timeout`).
     pub(crate) fn upstream(
         inner: Incoming,
         idle: Duration,
+        deadline: Option<Instant>,
         on_end: Option<Box<dyn OnEnd>>,
     ) -> Self {
         ProxyBody::Upstream(Box::new(Streamed {
             inner,
             idle,
+            deadline,
             last: Instant::now(),
             timer: None,
             bytes: 0,
@@ -108,8 +113,10 @@ impl Body for ProxyBody {
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
-                        // Nothing from the upstream: the idle timer runs from the last frame.
-                        let deadline = s.last + s.idle;
+                        // Nothing from the upstream: the idle timer runs from the
+                        // last frame, capped by the exchange's total deadline.
+                        let idle_end = s.last + s.idle;
+                        let deadline = s.deadline.map_or(idle_end, |d| d.min(idle_end));
                         let timer = s
                             .timer
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -117,6 +124,12 @@ impl Body for ProxyBody {
                             timer.as_mut().reset(deadline);
                         }
                         ready!(timer.as_mut().poll(cx));
+                        if deadline < idle_end {
+                            s.finish(Some("total timeout"));
+                            return Poll::Ready(Some(Err(
+                                "the exchange ran past its total timeout".into(),
+                            )));
+                        }
                         s.finish(Some("idle timeout"));
                         Poll::Ready(Some(Err(
                             "the upstream sent nothing within the idle timeout".into(),

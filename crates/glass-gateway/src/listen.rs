@@ -83,6 +83,7 @@ impl Gateway {
             metrics,
             budget: RetryBudget::default(),
             clients,
+            tunnels: Default::default(),
         });
         Ok(Gateway {
             listener,
@@ -142,8 +143,16 @@ impl Gateway {
             r.abort();
         }
         let graceful = Arc::into_inner(graceful).expect("accept loops are gone");
+        let mut tunnels =
+            std::mem::take(&mut *shared.tunnels.lock().unwrap_or_else(|p| p.into_inner()));
+        // Requests and tunnels share one drain deadline; what is still open
+        // then is closed.
+        let drained = async {
+            graceful.shutdown().await;
+            while tunnels.join_next().await.is_some() {}
+        };
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("Gateway drained"),
+            () = drained => tracing::info!("Gateway drained"),
             () = tokio::time::sleep(shared.config.drain_timeout) => tracing::warn!("Drain timeout: closing open gateway connections"),
         }
         Ok(())

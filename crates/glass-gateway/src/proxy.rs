@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: GatewayMetrics,
     pub(crate) budget: RetryBudget,
     pub(crate) clients: Clients,
+    /// Open WebSocket tunnels: hyper's graceful shutdown no longer sees
+    /// an upgraded connection, so the gateway drains these itself.
+    pub(crate) tunnels: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// The client connection a request arrived on.
@@ -57,6 +60,8 @@ struct Exchange {
     route: Option<Arc<str>>,
     upstream: Option<Arc<Endpoint>>,
     attempts: u32,
+    /// When the exchange must be over (route `total`, `grpc-timeout`).
+    deadline: Option<Instant>,
 }
 
 impl Exchange {
@@ -283,6 +288,7 @@ pub(crate) async fn handle(
         route: None,
         upstream: None,
         attempts: 0,
+        deadline: None,
     };
     let grpc = is_grpc(req.headers());
     let table = shared.table.load_full();
@@ -415,6 +421,7 @@ async fn forward(
         (a, b) => a.or(b),
     };
     let deadline = total.map(|t| exchange.started + t);
+    exchange.deadline = deadline;
     let retry_allowed = !has_body && idempotent(&parts.method) && !websocket;
     let version = match route.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -658,6 +665,7 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     sticky: &Option<String>,
 ) -> Response<ProxyBody> {
+    let deadline = exchange.deadline;
     let status = resp.status();
     let head = exchange.started.elapsed();
     entry.metrics.observe(status.as_u16(), head);
@@ -666,6 +674,7 @@ fn respond(
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         websocket::spawn_tunnel(
+            &shared.tunnels,
             client_upgrade,
             upstream_upgrade,
             route.timeouts.idle,
@@ -711,7 +720,7 @@ fn respond(
     });
     Response::from_parts(
         parts,
-        ProxyBody::upstream(body, route.timeouts.idle, on_end),
+        ProxyBody::upstream(body, route.timeouts.idle, deadline, on_end),
     )
 }
 
@@ -729,6 +738,7 @@ fn placeholder(e: &Exchange) -> Exchange {
         route: None,
         upstream: None,
         attempts: 0,
+        deadline: None,
     }
 }
 

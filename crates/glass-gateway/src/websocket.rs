@@ -16,12 +16,16 @@ use crate::endpoint::InFlight;
 /// Copies between the client and the upstream once both upgrades resolve.
 /// The endpoint's in-flight slot is held for the tunnel's life.
 pub(crate) fn spawn_tunnel(
+    tunnels: &std::sync::Mutex<tokio::task::JoinSet<()>>,
     client: OnUpgrade,
     upstream: OnUpgrade,
     idle: Duration,
     in_flight: InFlight,
 ) {
-    tokio::spawn(async move {
+    // Upgrades are rare next to requests: a short lock here is fine.
+    let mut tunnels = tunnels.lock().unwrap_or_else(|p| p.into_inner());
+    while tunnels.try_join_next().is_some() {}
+    tunnels.spawn(async move {
         let _in_flight = in_flight;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,

@@ -98,3 +98,42 @@ async fn idle_response_stream_is_cut() {
     );
     g.stop().await;
 }
+
+#[tokio::test]
+async fn total_timeout_cuts_a_moving_stream() {
+    let b = http_backend("b").await;
+    let mut g = Glass::start().await;
+    g.route(static_route(
+        "r",
+        &[b.addr],
+        json!({"timeouts": {"idle": "2s", "total": "500ms"}}),
+    ))
+    .publish()
+    .await;
+    let mut c = h1(g.addr).await;
+    c.ready().await.unwrap();
+    let started = Instant::now();
+    let resp = c
+        .send_request(
+            get("/drip/200")
+                .header("host", "x.test")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the head comes before the deadline");
+    let body = tokio::time::timeout(PATIENCE, resp.into_body().collect())
+        .await
+        .expect("cut, not hung");
+    assert!(
+        body.is_err(),
+        "a stream past its total timeout ends in an error"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+    g.stop().await;
+}

@@ -154,3 +154,35 @@ async fn server_initiated_close_reaches_the_client() {
         .unwrap();
     g.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_drains_then_closes_open_tunnels() {
+    let b = ws_backend().await;
+    let mut g = Glass::start().await;
+    g.route(static_route(
+        "ws",
+        &[b.addr],
+        json!({"match": {"path_prefix": "/ws"}}),
+    ))
+    .publish()
+    .await;
+    let mut ws = ws_connect(g.addr, "ws://chat.test/ws/room").await;
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("before"));
+    // The tunnel is still open when shutdown starts: the gateway waits for
+    // it up to the drain timeout (1 s here), then closes it.
+    let started = std::time::Instant::now();
+    g.stop().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the drain waited for the tunnel: {waited:?}"
+    );
+    let end = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("the tunnel is closed, not left hanging");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_)) | Ok(Message::Binary(_)))),
+        "{end:?}"
+    );
+}
