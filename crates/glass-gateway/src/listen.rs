@@ -217,6 +217,8 @@ fn builder(config: &GatewayConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(8192))
         .max_headers(config.max_headers)
+        // Small heads and bodies: one copy into one buffer beats writev.
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()

@@ -47,6 +47,7 @@ impl Clients {
                     .timer(TokioTimer::new())
                     .pool_idle_timeout(POOL_IDLE)
                     .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+                    .http1_writev(false)
                     .http2_only(h2);
                 if h2 {
                     builder
