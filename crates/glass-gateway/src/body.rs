@@ -30,9 +30,46 @@ pub(crate) enum ProxyBody {
     Upstream(Box<Streamed>),
 }
 
+/// A response body as it comes from an upstream client.
+pub(crate) enum UpstreamBody {
+    /// From hyper's pooled client (HTTP/2, upgrades, requests with bodies).
+    Hyper(Incoming),
+    /// From the gateway's own HTTP/1.1 path.
+    H1(crate::h1::H1Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// An upstream body in flight.
 pub(crate) struct Streamed {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle: Duration,
     deadline: Option<Instant>,
     last: Instant,
@@ -53,7 +90,7 @@ impl ProxyBody {
     /// The upstream's body, cut when nothing moves for `idle` or at
     /// `deadline` (the route's `total` or the call's `grpc-timeout`).
     pub(crate) fn upstream(
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: Duration,
         deadline: Option<Instant>,
         on_end: Option<Box<dyn OnEnd>>,
@@ -106,7 +143,7 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(err))) => {
                         let text = err.to_string();
                         s.finish(Some(&text));
-                        Poll::Ready(Some(Err(err.into())))
+                        Poll::Ready(Some(Err(err)))
                     }
                     Poll::Ready(None) => {
                         s.finish(None);

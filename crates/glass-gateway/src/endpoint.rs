@@ -60,6 +60,8 @@ pub(crate) struct EndpointState {
     pub(crate) ejections_total: AtomicU64,
     /// `Health::since_ms` of the instance when the table was last built.
     pub(crate) health_since: AtomicU64,
+    /// Idle HTTP/1.1 connections of the gateway's own upstream path.
+    pub(crate) idle: crate::h1::IdlePool,
 }
 
 impl Default for EndpointState {
@@ -74,6 +76,7 @@ impl Default for EndpointState {
             errors: AtomicU64::new(0),
             ejections_total: AtomicU64::new(0),
             health_since: AtomicU64::new(0),
+            idle: Default::default(),
         }
     }
 }

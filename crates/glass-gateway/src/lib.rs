@@ -3,8 +3,9 @@
 //! The life of a request, in phases: `listen` accepts (TCP or TLS with
 //! ALPN) and serves HTTP/1.1 or HTTP/2 → `proxy` matches a route in the
 //! current [`table::RouteTable`] (built from the catalog snapshot, swapped
-//! atomically) → `balance` picks a healthy endpoint → `upstream` forwards
-//! over a pooled connection (HTTP/1.1, h2c, WebSocket tunnel) with
+//! atomically) → `balance` picks a healthy endpoint → `h1` (bodiless
+//! HTTP/1.1 requests, on the gateway's own pool) or `upstream` (hyper's
+//! client: bodies, h2c, WebSocket tunnels) forwards over a pooled connection with
 //! stream-aware timeouts, retries and outlier ejection → the response
 //! streams back through a body that enforces the idle timeout, counts
 //! bytes and writes the access log. Every failure becomes a response in
@@ -17,6 +18,7 @@ mod body;
 mod config;
 mod endpoint;
 mod error;
+mod h1;
 mod headers;
 mod listen;
 mod metrics;

@@ -2,6 +2,7 @@
 //! → respond. Failures leave through [`rescue`].
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,16 +16,16 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::balance::PickKey;
-use crate::body::{OnEnd, ProxyBody, RequestBody, Upload, UploadFailure};
+use crate::body::{OnEnd, ProxyBody, RequestBody, Upload, UploadFailure, UpstreamBody};
 use crate::config::GatewayConfig;
 use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{GatewayError, Kind, Side, rescue};
-use crate::headers;
 use crate::metrics::GatewayMetrics;
 use crate::retry::{RetryBudget, backoff};
 use crate::table::{RouteEntry, RouteTable};
 use crate::upstream::Clients;
 use crate::websocket;
+use crate::{h1, headers};
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -427,6 +428,8 @@ async fn forward(
         UpstreamProtocol::Http1 => Version::HTTP_11,
         _ => Version::HTTP_2,
     };
+    // Bodiless HTTP/1.1 requests take the gateway's own connection pool.
+    let fast_path = version == Version::HTTP_11 && !has_body && !websocket;
 
     // Balancing keys.
     let sticky_name = &entry.sticky_cookie;
@@ -477,46 +480,82 @@ async fn forward(
             tokio::time::sleep(backoff(attempt - 1)).await;
         }
 
-        let uri = Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|e| {
-                GatewayError::new(
-                    Kind::BadRequest(format!("bad request target: {e}")),
-                    Side::Downstream,
-                    false,
-                )
-            })?;
-        let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match body.take() {
-            Some(b) if has_body => {
-                let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange.started);
-                (b, Some(u))
+        let sent = if fast_path {
+            let head = h1::RequestHead {
+                method: &parts.method,
+                target: path_and_query.as_str(),
+                headers: &parts.headers,
+            };
+            let call = async {
+                h1::send(&endpoint, head, timeouts.connect)
+                    .await
+                    .map(|r| r.map(UpstreamBody::H1))
+                    .map_err(|e| match e {
+                        h1::H1Error::Connect(why) => {
+                            GatewayError::new(Kind::Connect(why), Side::Upstream, true)
+                        }
+                        h1::H1Error::Upstream(why) => {
+                            GatewayError::new(Kind::Upstream(why), Side::Upstream, true)
+                        }
+                    })
+            };
+            within(
+                call,
+                timeouts.header,
+                timeouts.idle,
+                None,
+                exchange.started,
+                deadline,
+            )
+            .await
+        } else {
+            let uri = Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(endpoint.authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .map_err(|e| {
+                    GatewayError::new(
+                        Kind::BadRequest(format!("bad request target: {e}")),
+                        Side::Downstream,
+                        false,
+                    )
+                })?;
+            let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match body.take() {
+                Some(b) if has_body => {
+                    let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange.started);
+                    (b, Some(u))
+                }
+                _ => (RequestBody::Empty, None),
+            };
+            let mut upstream_req = Request::new(request_body);
+            *upstream_req.method_mut() = parts.method.clone();
+            *upstream_req.uri_mut() = uri;
+            *upstream_req.version_mut() = version;
+            *upstream_req.headers_mut() = parts.headers.clone();
+            if version == Version::HTTP_2 {
+                upstream_req.headers_mut().remove(header::HOST);
             }
-            _ => (RequestBody::Empty, None),
+            let watched = upload.clone();
+            let call = async {
+                entry
+                    .client
+                    .request(upstream_req)
+                    .await
+                    .map(|r| r.map(UpstreamBody::Hyper))
+                    .map_err(classify)
+            };
+            within(
+                call,
+                timeouts.header,
+                timeouts.idle,
+                upload,
+                exchange.started,
+                deadline,
+            )
+            .await
+            .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes))
         };
-        let mut upstream_req = Request::new(request_body);
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = version;
-        *upstream_req.headers_mut() = parts.headers.clone();
-        if version == Version::HTTP_2 {
-            upstream_req.headers_mut().remove(header::HOST);
-        }
-
-        let watched = upload.clone();
-        let sent = send(
-            &entry.client,
-            upstream_req,
-            timeouts.header,
-            timeouts.idle,
-            upload,
-            exchange.started,
-            deadline,
-        )
-        .await
-        .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes));
         match sent {
             Ok(resp)
                 if resp.status().is_server_error()
@@ -598,25 +637,24 @@ fn rewrite_path(uri: &Uri, strip: Option<&str>) -> String {
     }
 }
 
-/// Sends with stream-aware timeouts: while the request body is still
-/// moving only the idle timeout applies; once it is sent, the upstream has
-/// `header` to answer. `deadline` (total, grpc-timeout) caps everything.
-async fn send(
-    client: &crate::upstream::UpstreamClient,
-    req: Request<RequestBody>,
+/// Runs an upstream call under stream-aware timeouts: while the request
+/// body is still moving only the idle timeout applies; once it is sent,
+/// the upstream has `header` to answer. `deadline` (total, grpc-timeout)
+/// caps everything.
+async fn within(
+    call: impl Future<Output = Result<Response<UpstreamBody>, GatewayError>>,
     header_timeout: Duration,
     idle: Duration,
     upload: Option<Arc<Upload>>,
     epoch: Instant,
     deadline: Option<Instant>,
-) -> Result<Response<Incoming>, GatewayError> {
-    let call = client.request(req);
+) -> Result<Response<UpstreamBody>, GatewayError> {
     tokio::pin!(call);
     let mut wake = Instant::now() + header_timeout;
     loop {
         let until = deadline.map_or(wake, |d| d.min(wake));
         tokio::select! {
-            result = &mut call => return result.map_err(classify),
+            result = &mut call => return result,
             () = tokio::time::sleep_until(until) => {
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
@@ -659,7 +697,7 @@ fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
 fn respond(
     shared: &Shared,
     entry: &Arc<RouteEntry>,
-    mut resp: Response<Incoming>,
+    mut resp: Response<UpstreamBody>,
     exchange: &mut Exchange,
     in_flight: InFlight,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
