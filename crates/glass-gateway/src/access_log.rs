@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method};
-
-use serde::Serialize;
+use http::{HeaderValue, Method, Uri};
 
 use crate::metrics::GatewayMetrics;
 
@@ -25,11 +23,12 @@ const QUEUE: usize = 65_536;
 pub(crate) struct AccessRecord {
     pub(crate) arrived: SystemTime,
     pub(crate) request_id: HeaderValue,
-    pub(crate) trace_id: String,
+    /// The `traceparent` sent upstream.
+    pub(crate) trace: HeaderValue,
     pub(crate) client: IpAddr,
     pub(crate) method: Method,
     pub(crate) host: String,
-    pub(crate) path: String,
+    pub(crate) uri: Uri,
     pub(crate) protocol: &'static str,
     pub(crate) route: Option<Arc<str>>,
     /// Upstream address and instance id.
@@ -44,50 +43,79 @@ pub(crate) struct AccessRecord {
     pub(crate) error: Option<String>,
 }
 
-/// One access log line as written.
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    request_id: &'a str,
-    trace_id: &'a str,
-    client: String,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    protocol: &'static str,
-    route: Option<&'a str>,
-    upstream: Option<String>,
-    instance: Option<&'a str>,
-    status: u16,
-    attempts: u32,
-    bytes_sent: u64,
-    head_ms: f64,
-    total_ms: f64,
-    error: Option<&'a str>,
+impl AccessRecord {
+    /// Writes the record as one JSON line. Formatted by hand, straight
+    /// into the writer's buffer: no intermediate strings per field.
+    fn write_line(&self, out: &mut impl Write) -> std::io::Result<()> {
+        out.write_all(b"{\"time\":\"")?;
+        write_rfc3339(out, self.arrived)?;
+        out.write_all(b"\",\"request_id\":")?;
+        json_str(out, self.request_id.as_bytes())?;
+        out.write_all(b",\"trace_id\":")?;
+        json_str(out, crate::headers::trace_id(&self.trace).as_bytes())?;
+        write!(out, ",\"client\":\"{}\",\"method\":", self.client)?;
+        json_str(out, self.method.as_str().as_bytes())?;
+        out.write_all(b",\"host\":")?;
+        json_str(out, self.host.as_bytes())?;
+        out.write_all(b",\"path\":")?;
+        json_str(out, self.uri.path().as_bytes())?;
+        write!(out, ",\"protocol\":\"{}\",\"route\":", self.protocol)?;
+        match &self.route {
+            Some(r) => json_str(out, r.as_bytes())?,
+            None => out.write_all(b"null")?,
+        }
+        match &self.upstream {
+            Some((addr, instance)) => {
+                write!(out, ",\"upstream\":\"{addr}\",\"instance\":")?;
+                json_str(out, instance.as_bytes())?;
+            }
+            None => out.write_all(b",\"upstream\":null,\"instance\":null")?,
+        }
+        write!(
+            out,
+            ",\"status\":{},\"attempts\":{},\"bytes_sent\":{},\"head_ms\":{:.3},\"total_ms\":{:.3},\"error\":",
+            self.status,
+            self.attempts,
+            self.bytes_sent,
+            self.head.as_secs_f64() * 1e3,
+            self.total.as_secs_f64() * 1e3,
+        )?;
+        match &self.error {
+            Some(e) => json_str(out, e.as_bytes())?,
+            None => out.write_all(b"null")?,
+        }
+        out.write_all(b"}\n")
+    }
 }
 
-impl AccessRecord {
-    fn line(&self) -> Line<'_> {
-        Line {
-            time: rfc3339(self.arrived),
-            request_id: self.request_id.to_str().unwrap_or_default(),
-            trace_id: &self.trace_id,
-            client: self.client.to_string(),
-            method: self.method.as_str(),
-            host: &self.host,
-            path: &self.path,
-            protocol: self.protocol,
-            route: self.route.as_deref(),
-            upstream: self.upstream.as_ref().map(|(a, _)| a.to_string()),
-            instance: self.upstream.as_ref().map(|(_, i)| &**i),
-            status: self.status,
-            attempts: self.attempts,
-            bytes_sent: self.bytes_sent,
-            head_ms: self.head.as_secs_f64() * 1e3,
-            total_ms: self.total.as_secs_f64() * 1e3,
-            error: self.error.as_deref(),
+/// Writes `s` as a JSON string (RFC 8259 §7): quotes, backslashes and
+/// control characters escaped; bytes that are not UTF-8 (header values
+/// may hold them) become U+FFFD.
+fn json_str(out: &mut impl Write, s: &[u8]) -> std::io::Result<()> {
+    out.write_all(b"\"")?;
+    for chunk in s.utf8_chunks() {
+        let text = chunk.valid().as_bytes();
+        let mut from = 0;
+        for (i, &b) in text.iter().enumerate() {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                out.write_all(&text[from..i])?;
+                match b {
+                    b'"' => out.write_all(b"\\\"")?,
+                    b'\\' => out.write_all(b"\\\\")?,
+                    b'\n' => out.write_all(b"\\n")?,
+                    b'\r' => out.write_all(b"\\r")?,
+                    b'\t' => out.write_all(b"\\t")?,
+                    _ => write!(out, "\\u{b:04x}")?,
+                }
+                from = i + 1;
+            }
+        }
+        out.write_all(&text[from..])?;
+        if !chunk.invalid().is_empty() {
+            out.write_all("\u{fffd}".as_bytes())?;
         }
     }
+    out.write_all(b"\"")
 }
 
 /// How often the writer thread drains the queue. Polling, not a blocking
@@ -131,9 +159,7 @@ impl AccessLog {
                     loop {
                         match rx.try_recv() {
                             Ok(r) => {
-                                if serde_json::to_writer(&mut out, &r.line()).is_err()
-                                    || out.write_all(b"\n").is_err()
-                                {
+                                if r.write_line(&mut out).is_err() {
                                     return;
                                 }
                             }
@@ -168,8 +194,8 @@ impl AccessLog {
     }
 }
 
-/// `2026-11-23T10:15:30.123Z` for a system time.
-pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+/// Writes `2026-11-23T10:15:30.123Z` for a system time.
+fn write_rfc3339(out: &mut impl Write, t: SystemTime) -> std::io::Result<()> {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
@@ -183,7 +209,8 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
@@ -196,12 +223,71 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
+    use super::*;
+
+    #[test]
+    fn lines_are_json_with_every_field() {
+        let record = AccessRecord {
+            arrived: UNIX_EPOCH + Duration::from_millis(1_795_432_573_054),
+            request_id: HeaderValue::from_static("req-1"),
+            trace: HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            client: "::1".parse().unwrap(),
+            method: Method::POST,
+            host: "api.example".into(),
+            uri: "/a\"b\\c?q=1"
+                .parse()
+                .unwrap_or_else(|_| "/x".parse().unwrap()),
+            protocol: "HTTP/2",
+            route: Some("users".into()),
+            upstream: Some(("127.0.0.1:9000".parse().unwrap(), "i-1".into())),
+            status: 502,
+            attempts: 2,
+            bytes_sent: 17,
+            head: Duration::from_micros(1500),
+            total: Duration::from_micros(2250),
+            error: Some("bad \"thing\"\n\u{1}".into()),
+        };
+        let mut out = Vec::new();
+        record.write_line(&mut out).unwrap();
+        assert!(out.ends_with(b"}\n"));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"], "2026-11-23T11:16:13.054Z");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["client"], "::1");
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path"], record.uri.path());
+        assert_eq!(v["route"], "users");
+        assert_eq!(v["upstream"], "127.0.0.1:9000");
+        assert_eq!(v["instance"], "i-1");
+        assert_eq!(v["status"], 502);
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["bytes_sent"], 17);
+        assert_eq!(v["head_ms"], 1.5);
+        assert_eq!(v["total_ms"], 2.25);
+        assert_eq!(v["error"], "bad \"thing\"\n\u{1}");
+        let mut out = Vec::new();
+        json_str(&mut out, b"ok\xffend\\").unwrap();
+        assert_eq!(
+            serde_json::from_slice::<String>(&out).unwrap(),
+            "ok\u{fffd}end\\"
+        );
+    }
+
+    fn rfc3339(t: SystemTime) -> String {
+        let mut out = Vec::new();
+        write_rfc3339(&mut out, t).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(super::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_432_573_054);
-        assert_eq!(super::rfc3339(t), "2026-11-23T11:16:13.054Z");
+        assert_eq!(rfc3339(t), "2026-11-23T11:16:13.054Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(super::rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -67,20 +67,37 @@ pub(crate) fn strip_hop_by_hop(
     }
 }
 
+/// What a connection's client contributes to forwarding headers, made
+/// once per connection rather than per request.
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    /// The client address as `X-Forwarded-For` wants it.
+    xff: HeaderValue,
+    /// `for=…;proto=…` for `Forwarded` (RFC 7239).
+    params: String,
+    proto: &'static str,
+}
+
+impl Forwarding {
+    pub(crate) fn new(client: IpAddr, tls: bool) -> Self {
+        let proto = if tls { "https" } else { "http" };
+        let params = match client {
+            IpAddr::V4(ip) => format!("for={ip};proto={proto}"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
+        let xff = HeaderValue::from_str(&client.to_string()).expect("an address is a valid value");
+        Forwarding { xff, params, proto }
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. A trusted peer's
 /// values are extended; anyone else's are replaced.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &Forwarding,
     trusted: bool,
-    tls: bool,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
 ) {
-    let proto = if tls { "https" } else { "http" };
-    let for_value = match client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
     if !trusted {
         for name in [
             &X_FORWARDED_FOR,
@@ -91,54 +108,74 @@ pub(crate) fn set_forwarded(
             headers.remove(name);
         }
     }
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
+    let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + client.xff.len());
+            v.extend_from_slice(prior);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.xff.as_bytes());
+            owned_value(v)
+        }
+        None => Some(client.xff.clone()),
     };
-    set(headers, &X_FORWARDED_FOR, &xff);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
-    let mut forwarded = format!("for={for_value};proto={proto}");
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
+    }
+    let prior = headers.get(&FORWARDED).map(HeaderValue::as_bytes);
+    let mut forwarded = Vec::with_capacity(
+        prior.map_or(0, |p| p.len() + 2) + client.params.len() + host.map_or(0, |h| h.len() + 6),
+    );
+    if let Some(prior) = prior {
+        forwarded.extend_from_slice(prior);
+        forwarded.extend_from_slice(b", ");
+    }
+    forwarded.extend_from_slice(client.params.as_bytes());
     if let Some(host) = host {
         if !headers.contains_key(&X_FORWARDED_HOST) {
-            set(headers, &X_FORWARDED_HOST, host);
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
+        // A host that is not a plain token would need quoting: left out.
         if host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
         {
-            forwarded.push_str(";host=");
-            forwarded.push_str(host);
+            forwarded.extend_from_slice(b";host=");
+            forwarded.extend_from_slice(host.as_bytes());
         }
     }
-    let forwarded = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {forwarded}"),
-        None => forwarded,
-    };
-    set(headers, &FORWARDED, &forwarded);
-}
-
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name.clone(), v);
+    if let Some(v) = owned_value(forwarded) {
+        headers.insert(FORWARDED.clone(), v);
     }
 }
 
-/// `bytes` random bytes as lowercase hex, in one allocation.
-fn random_hex(bytes: usize) -> String {
+/// A header value that takes `bytes` without copying them again.
+fn owned_value(bytes: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes)).ok()
+}
+
+/// Random lowercase hex digits into `out` from a fast per-thread
+/// generator: request and trace ids must be unique, not secret.
+fn fill_hex(out: &mut [u8]) {
+    use rand::{Rng, SeedableRng};
+    thread_local! {
+        static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_os_rng());
+    }
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes * 2);
-    let mut word = 0u64;
-    for i in 0..bytes {
-        if i % 8 == 0 {
-            word = rand::random::<u64>();
+    RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        for pair in out.chunks_mut(16) {
+            let mut word: u64 = rng.random();
+            for digit in pair {
+                *digit = HEX[(word & 0xf) as usize];
+                word >>= 4;
+            }
         }
-        let b = (word >> ((i % 8) * 8)) as u8;
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
-    }
-    out
+    });
 }
 
 /// Keeps a sane client `x-request-id` or sets a new one; returns it.
@@ -150,27 +187,38 @@ pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
-    let id = HeaderValue::from_str(&random_hex(16)).expect("hex is a valid header value");
+    let mut id = [0u8; 32];
+    fill_hex(&mut id);
+    let id = HeaderValue::from_bytes(&id).expect("hex is a valid header value");
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
 
 /// Propagates a valid W3C `traceparent` unchanged, or starts a new trace;
-/// returns the trace id for the access log.
-pub(crate) fn trace_context(headers: &mut HeaderMap) -> String {
-    if let Some(v) = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok())
-        && let Some(trace_id) = valid_traceparent(v)
+/// returns the `traceparent` sent upstream (see [`trace_id`]).
+pub(crate) fn trace_context(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&TRACEPARENT)
+        && v.to_str().ok().and_then(valid_traceparent).is_some()
     {
-        return trace_id.to_owned();
+        return v.clone();
     }
     headers.remove("tracestate");
-    let trace_id = random_hex(16);
-    let value = format!("00-{trace_id}-{}-01", random_hex(8));
-    headers.insert(
-        TRACEPARENT.clone(),
-        HeaderValue::from_str(&value).expect("hex is a valid header value"),
-    );
-    trace_id
+    // 00-<trace id>-<parent id>-01
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    fill_hex(&mut value[3..35]);
+    fill_hex(&mut value[36..52]);
+    let value = HeaderValue::from_bytes(&value).expect("hex is a valid header value");
+    headers.insert(TRACEPARENT.clone(), value.clone());
+    value
+}
+
+/// The trace id of a `traceparent` that [`trace_context`] returned.
+pub(crate) fn trace_id(traceparent: &HeaderValue) -> &str {
+    traceparent
+        .to_str()
+        .ok()
+        .and_then(|v| v.get(3..35))
+        .unwrap_or("")
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.
@@ -214,13 +262,9 @@ mod tests {
     fn untrusted_forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        set_forwarded(
-            &mut h,
-            "10.0.0.9".parse().unwrap(),
-            false,
-            false,
-            Some("api.example.com"),
-        );
+        let client = Forwarding::new("10.0.0.9".parse().unwrap(), false);
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarded(&mut h, &client, false, Some(&host));
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(
             h["forwarded"],
@@ -228,7 +272,8 @@ mod tests {
         );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        set_forwarded(&mut h, "::1".parse().unwrap(), true, true, None);
+        let client = Forwarding::new("::1".parse().unwrap(), true);
+        set_forwarded(&mut h, &client, true, None);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, ::1");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
     }
@@ -238,12 +283,20 @@ mod tests {
         let mut h = HeaderMap::new();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert("traceparent", tp.parse().unwrap());
-        assert_eq!(trace_context(&mut h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            trace_id(&trace_context(&mut h)),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(h["traceparent"], tp);
         let mut h = HeaderMap::new();
         h.insert("traceparent", "garbage".parse().unwrap());
-        let id = trace_context(&mut h);
+        let sent = trace_context(&mut h);
+        let id = trace_id(&sent);
         assert_eq!(id.len(), 32);
+        assert!(
+            valid_traceparent(sent.to_str().unwrap()).is_some(),
+            "{sent:?}"
+        );
         assert!(
             h["traceparent"]
                 .to_str()

@@ -236,10 +236,7 @@ async fn serve(
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let conn = Arc::new(Conn {
-        peer,
-        tls: tls.is_some(),
-    });
+    let conn = Arc::new(Conn::new(peer, tls.is_some()));
     let service = {
         let shared = shared.clone();
         service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req))

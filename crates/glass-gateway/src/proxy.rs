@@ -44,7 +44,17 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
-    pub(crate) tls: bool,
+    /// The client's part of the forwarding headers.
+    pub(crate) forwarding: headers::Forwarding,
+}
+
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
+        Conn {
+            peer,
+            forwarding: headers::Forwarding::new(peer.ip(), tls),
+        }
+    }
 }
 
 /// Facts about one request kept for the access log.
@@ -52,10 +62,12 @@ struct Exchange {
     arrived: SystemTime,
     started: Instant,
     request_id: HeaderValue,
-    trace_id: String,
+    /// The `traceparent` sent upstream.
+    trace: HeaderValue,
     method: Method,
     host: String,
-    path: String,
+    /// The request target (a cheap clone: it shares the request's bytes).
+    uri: Uri,
     protocol: &'static str,
     client: SocketAddr,
     route: Option<Arc<str>>,
@@ -77,11 +89,11 @@ impl Exchange {
         AccessRecord {
             arrived: self.arrived,
             request_id: self.request_id.clone(),
-            trace_id: std::mem::take(&mut self.trace_id),
+            trace: self.trace.clone(),
             client: self.client.ip(),
             method: self.method.clone(),
             host: std::mem::take(&mut self.host),
-            path: std::mem::take(&mut self.path),
+            uri: self.uri.clone(),
             protocol: self.protocol,
             route: self.route.clone(),
             upstream: self.upstream.as_ref().map(|e| (e.addr, e.instance.clone())),
@@ -280,10 +292,10 @@ pub(crate) async fn handle(
         arrived: SystemTime::now(),
         started,
         request_id: HeaderValue::from_static(""),
-        trace_id: String::new(),
+        trace: HeaderValue::from_static(""),
         method: req.method().clone(),
         host: host_of(&req),
-        path: req.uri().path().to_owned(),
+        uri: req.uri().clone(),
         protocol: protocol_name(req.version()),
         client: conn.peer,
         route: None,
@@ -358,32 +370,21 @@ async fn forward(
     // Headers: connection-level ones go, forwarding and tracing ones come.
     headers::strip_hop_by_hop(&mut parts.headers, websocket, true);
     exchange.request_id = headers::request_id(&mut parts.headers);
-    exchange.trace_id = headers::trace_context(&mut parts.headers);
+    exchange.trace = headers::trace_context(&mut parts.headers);
     let trusted = config.trusts(conn.peer.ip());
-    let host_header = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
+    // HTTP/2 names the host in `:authority`, HTTP/1.1 in `Host`.
+    let host_header = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     headers::set_forwarded(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.forwarding,
         trusted,
-        conn.tls,
-        host_header.as_deref(),
+        host_header.as_ref(),
     );
-    if let Some(host) = host_header
-        .as_deref()
-        .filter(|_| !parts.headers.contains_key(header::HOST))
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        parts.headers.insert(header::HOST, v);
+    if let Some(host) = host_header.filter(|_| !parts.headers.contains_key(header::HOST)) {
+        parts.headers.insert(header::HOST, host);
     }
     for name in &route.spec.request_headers.remove {
         parts.headers.remove(name.as_str());
@@ -767,10 +768,10 @@ fn placeholder(e: &Exchange) -> Exchange {
         arrived: e.arrived,
         started: e.started,
         request_id: HeaderValue::from_static(""),
-        trace_id: String::new(),
+        trace: HeaderValue::from_static(""),
         method: Method::GET,
         host: String::new(),
-        path: String::new(),
+        uri: Uri::default(),
         protocol: e.protocol,
         client: e.client,
         route: None,
