@@ -31,6 +31,11 @@ pub(crate) fn strip_hop_by_hop(
     keep_upgrade: bool,
     keep_te_trailers: bool,
 ) {
+    // Most messages carry none: one pass over the names (no hashing)
+    // instead of a removal per hop-by-hop name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -256,6 +261,13 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["x-kept"], "1");
+        // A hop-by-hop header alone (no Connection) still goes; a message
+        // without any is left as it is.
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "1");
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     #[test]
