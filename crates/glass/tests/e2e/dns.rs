@@ -25,7 +25,12 @@ fn ask(server: &str, name: &str, qtype: RecordType) -> Message {
 #[test]
 fn dns_answers_registered_instances() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), &["--dev", "--zone", "eu1"]);
+    // One worker thread: the single-threaded scheduler serves the API,
+    // DNS and the catalog together.
+    let node = Node::start(
+        dir.path(),
+        &["--dev", "--zone", "eu1", "--worker-threads", "1"],
+    );
     node.cli_ok(&[
         "register",
         "--id",

@@ -6,7 +6,8 @@ use crate::Node;
 fn acknowledged_registrations_survive_kill_9() {
     const TOTAL: usize = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), &["--dev"]);
+    // The second start below uses the default multi-threaded scheduler.
+    let node = Node::start(dir.path(), &["--dev", "--worker-threads", "1"]);
     let api = node.api.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
