@@ -344,7 +344,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Str
         headers.append(name, value);
     }
     let framing = framing(status, method, &headers)?;
-    let keep_alive = keep_alive(&headers, http10) && framing != Framing::UntilClose;
+    let mut keep_alive = keep_alive(&headers, http10) && framing != Framing::UntilClose;
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // Framed two ways (RFC 9112 §6.3): Transfer-Encoding wins, the
+        // length must not reach the client (it would frame the body
+        // differently), and the connection is not trusted again.
+        headers.remove(header::CONTENT_LENGTH);
+        keep_alive = false;
+    }
     Ok(Some(Parsed::Final(Head {
         status,
         headers,
@@ -669,6 +678,18 @@ mod tests {
         assert!(h.keep_alive);
         let h = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        let h = final_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        assert!(
+            !h.headers.contains_key(header::CONTENT_LENGTH),
+            "the length is dropped"
+        );
+        assert!(
+            !h.keep_alive,
+            "a response framed two ways ends the connection"
+        );
         let h = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
         assert_eq!(h.framing, Framing::UntilClose);
         assert!(
