@@ -1,5 +1,6 @@
 //! gRPC through a `protocol = "grpc"` route: unary, server streaming,
-//! bidirectional streaming, statuses and trailers, deadlines.
+//! client streaming, bidirectional streaming, statuses and trailers,
+//! deadlines.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -85,7 +86,69 @@ impl Health for Scripted {
     }
 }
 
-/// A tonic backend with Health (scripted) and reflection v1 (bidi).
+/// A client-streaming service written against tonic's server API (the
+/// services tonic ships have no client-streaming method): `Sum` adds up
+/// the numbers sent as `HealthCheckRequest.service` and answers the total
+/// as `HealthCheckResponse.status`; a message `fail` ends the call with
+/// `INVALID_ARGUMENT`.
+#[derive(Clone)]
+struct Collect;
+
+const SUM_PATH: &str = "/glass.test.Collect/Sum";
+
+impl tonic::server::NamedService for Collect {
+    const NAME: &'static str = "glass.test.Collect";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Collect {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            if req.uri().path() != SUM_PATH {
+                return Ok(tonic::Status::unimplemented("no such method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.client_streaming(Sum, req).await)
+        })
+    }
+}
+
+struct Sum;
+
+impl tonic::server::ClientStreamingService<HealthCheckRequest> for Sum {
+    type Response = HealthCheckResponse;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<HealthCheckResponse>, tonic::Status>;
+
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<HealthCheckRequest>>) -> Self::Future {
+        Box::pin(async move {
+            let mut calls = req.into_inner();
+            let mut sum = 0i32;
+            while let Some(m) = calls.message().await? {
+                if m.service == "fail" {
+                    return Err(tonic::Status::invalid_argument("asked to fail"));
+                }
+                sum += m
+                    .service
+                    .parse::<i32>()
+                    .map_err(|_| tonic::Status::invalid_argument("not a number"))?;
+            }
+            Ok(tonic::Response::new(HealthCheckResponse { status: sum }))
+        })
+    }
+}
+
+/// A tonic backend with Health (scripted), reflection v1 (bidi) and
+/// `Collect` (client streaming).
 pub(crate) async fn grpc_backend() -> Backend {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -97,6 +160,7 @@ pub(crate) async fn grpc_backend() -> Backend {
         let _ = tonic::transport::Server::builder()
             .add_service(HealthServer::new(Scripted))
             .add_service(reflection)
+            .add_service(Collect)
             .serve_with_incoming(TcpListenerStream::new(l))
             .await;
     });
@@ -275,6 +339,47 @@ async fn grpc_bidi_streaming() {
     // The client half-closes: the server ends the stream with OK.
     let end = tokio::time::timeout(PATIENCE, rx.next()).await.unwrap();
     assert!(end.is_none(), "{end:?}");
+    g.stop().await;
+}
+
+/// Sends `messages` on one client-streaming `Sum` call, a few at a time.
+async fn sum(g: &Glass, messages: Vec<String>) -> Result<i32, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(g).await);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for (i, service) in messages.into_iter().enumerate() {
+            if tx.send(HealthCheckRequest { service }).await.is_err() {
+                return;
+            }
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let resp: tonic::Response<HealthCheckResponse> = grpc
+        .client_streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static(SUM_PATH),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?;
+    Ok(resp.into_inner().status)
+}
+
+#[tokio::test]
+async fn grpc_client_streaming() {
+    let b = grpc_backend().await;
+    let g = grpc_gateway(b.addr).await;
+    // 100 messages, streamed in bursts: every one arrives, in one call.
+    let numbers: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    assert_eq!(sum(&g, numbers).await.unwrap(), 4950);
+    // The backend's status ends the call, through the gateway.
+    let status = sum(&g, vec!["1".into(), "fail".into(), "2".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "asked to fail");
     g.stop().await;
 }
 
