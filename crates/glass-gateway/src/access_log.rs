@@ -151,6 +151,14 @@ impl DateCache {
 /// control characters escaped; bytes that are not UTF-8 (header values
 /// may hold them) become U+FFFD.
 fn json_str(out: &mut impl Write, s: &[u8]) -> std::io::Result<()> {
+    // The usual case: printable ASCII without quotes or backslashes.
+    if s.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.write_all(b"\"")?;
+        out.write_all(s)?;
+        return out.write_all(b"\"");
+    }
     out.write_all(b"\"")?;
     for chunk in s.utf8_chunks() {
         let text = chunk.valid().as_bytes();

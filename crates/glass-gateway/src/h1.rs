@@ -40,6 +40,8 @@ const MAX_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 4096;
 /// How much the reader asks the kernel for at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// The first read of a response.
+const FIRST_READ: usize = 4 * 1024;
 
 /// Idle keep-alive connections to one upstream address, newest last.
 #[derive(Debug, Default)]
@@ -213,8 +215,13 @@ async fn exchange(
     if let Err(e) = io.write_all(request).await {
         return Err(Failure::Stale(format!("writing the request: {e}")));
     }
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Most response heads (and small bodies) fit in a few KiB; the buffer
+    // grows by READ_CHUNK when a body needs more.
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
     loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
         let n = match tokio_util::io::read_buf(&mut io, &mut buf).await {
             Ok(n) => n,
             Err(e) if buf.is_empty() => {
@@ -911,6 +918,32 @@ mod tests {
         assert_eq!(&get(&ep).await.1[..], b"until the end");
         assert_eq!(ep.state.idle.len(), 0);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn large_heads_and_bodies_arrive_whole() {
+        let big = "h".repeat(10_000);
+        let body = "b".repeat(100_000);
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let reply: &'static [u8] = Box::leak(reply.into_bytes().into_boxed_slice());
+        let (addr, _) = upstream(vec![vec![reply]]).await;
+        let ep = endpoint(addr);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("up"));
+        let head = RequestHead {
+            method: &Method::GET,
+            target: "/",
+            headers: &headers,
+        };
+        let resp = send(&ep, head, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(resp.headers()["x-big"].len(), big.len());
+        use http_body_util::BodyExt;
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got.len(), body.len());
+        assert_eq!(ep.state.idle.len(), 1);
     }
 
     #[tokio::test]
