@@ -173,26 +173,19 @@ async fn stalling_h2_backend() -> Backend {
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let counter = counter.clone();
-            conns.spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    counter.fetch_add(1, Relaxed);
-                    async move {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        Ok::<_, std::convert::Infallible>(http::Response::new(empty()))
-                    }
-                });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
+    let task = accept_each(l, move |s| {
+        let counter = counter.clone();
+        async move {
+            let svc = hyper::service::service_fn(move |_req| {
+                counter.fetch_add(1, Relaxed);
+                async move {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(empty()))
+                }
             });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                .await;
         }
     });
     Backend::from_parts(addr, hits, task)

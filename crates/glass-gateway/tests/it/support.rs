@@ -270,6 +270,25 @@ impl Drop for Backend {
     }
 }
 
+/// Accepts connections on `l` until the task is aborted, serving each
+/// with `serve` on its own task.
+pub(crate) fn accept_each<F, Fut>(l: TcpListener, serve: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            conns.spawn(serve(s));
+            while conns.try_join_next().is_some() {}
+        }
+    })
+}
+
 async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
@@ -362,25 +381,18 @@ pub(crate) async fn http_backend(name: &str) -> Backend {
     let name: Arc<str> = name.into();
     let hits = Arc::new(AtomicU64::new(0));
     let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let name = name.clone();
-            let counter = counter.clone();
-            conns.spawn(async move {
-                let svc = service_fn(move |req| {
-                    counter.fetch_add(1, Relaxed);
-                    echo(name.clone(), req)
-                });
-                let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                b.http1().timer(TokioTimer::new());
-                b.http2().timer(TokioTimer::new());
-                let _ = b.serve_connection(TokioIo::new(s), svc).await;
+    let task = accept_each(l, move |s| {
+        let name = name.clone();
+        let counter = counter.clone();
+        async move {
+            let svc = service_fn(move |req| {
+                counter.fetch_add(1, Relaxed);
+                echo(name.clone(), req)
             });
-            while conns.try_join_next().is_some() {}
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            b.http1().timer(TokioTimer::new());
+            b.http2().timer(TokioTimer::new());
+            let _ = b.serve_connection(TokioIo::new(s), svc).await;
         }
     });
     Backend { addr, hits, task }
@@ -392,27 +404,20 @@ pub(crate) async fn status_backend(name: &str, code: u16) -> Backend {
     let name: Arc<str> = name.into();
     let hits = Arc::new(AtomicU64::new(0));
     let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            let name = name.clone();
-            let counter = counter.clone();
-            conns.spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| {
-                    counter.fetch_add(1, Relaxed);
-                    let mut r = Response::new(full(format!("status {code}")));
-                    *r.status_mut() = StatusCode::from_u16(code).unwrap();
-                    r.headers_mut().insert("x-backend", name.parse().unwrap());
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+    let task = accept_each(l, move |s| {
+        let name = name.clone();
+        let counter = counter.clone();
+        async move {
+            let svc = service_fn(move |_req: Request<Incoming>| {
+                counter.fetch_add(1, Relaxed);
+                let mut r = Response::new(full(format!("status {code}")));
+                *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                r.headers_mut().insert("x-backend", name.parse().unwrap());
+                async move { Ok::<_, Infallible>(r) }
             });
-            while conns.try_join_next().is_some() {}
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
         }
     });
     Backend { addr, hits, task }
@@ -434,47 +439,40 @@ pub(crate) async fn faulty_backend(fault: Fault) -> Backend {
     let (l, addr) = listener().await;
     let hits = Arc::new(AtomicU64::new(0));
     let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            let counter = counter.clone();
-            conns.spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        continue;
+    let task = accept_each(l, move |mut s| {
+        let counter = counter.clone();
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    continue;
+                }
+                counter.fetch_add(1, Relaxed);
+                match fault {
+                    Fault::Silent => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
-                    counter.fetch_add(1, Relaxed);
-                    match fault {
-                        Fault::Silent => {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                        Fault::Reset => {
-                            let _ = s.set_zero_linger();
-                            return;
-                        }
-                        Fault::DieMidBody => {
-                            let _ = s
+                    Fault::Reset => {
+                        let _ = s.set_zero_linger();
+                        return;
+                    }
+                    Fault::DieMidBody => {
+                        let _ = s
                                 .write_all(
                                     b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\nx-backend: dying\r\n\r\npartial",
                                 )
                                 .await;
-                            let _ = s.flush().await;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            let _ = s.set_zero_linger();
-                            return;
-                        }
+                        let _ = s.flush().await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = s.set_zero_linger();
+                        return;
                     }
                 }
-            });
-            while conns.try_join_next().is_some() {}
+            }
         }
     });
     Backend { addr, hits, task }

@@ -20,27 +20,20 @@ pub(crate) async fn ws_backend() -> Backend {
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
+    let task = accept_each(l, move |s| {
+        counter.fetch_add(1, Relaxed);
+        async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                return;
             };
-            counter.fetch_add(1, Relaxed);
-            conns.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    // tungstenite queued the echoed close; flush it.
+                    let _ = ws.flush().await;
+                } else if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                     return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_close() {
-                        // tungstenite queued the echoed close; flush it.
-                        let _ = ws.flush().await;
-                    } else if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
-                    }
                 }
-            });
-            while conns.try_join_next().is_some() {}
+            }
         }
     });
     Backend::from_parts(addr, hits, task)
