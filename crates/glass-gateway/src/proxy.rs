@@ -386,17 +386,7 @@ async fn forward(
     if let Some(host) = host_header.filter(|_| !parts.headers.contains_key(header::HOST)) {
         parts.headers.insert(header::HOST, host);
     }
-    for name in &route.spec.request_headers.remove {
-        parts.headers.remove(name.as_str());
-    }
-    for (name, value) in &route.spec.request_headers.add {
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            parts.headers.insert(n, v);
-        }
-    }
+    entry.request_edits.apply(&mut parts.headers);
     let strip = route
         .spec
         .strip_prefix
@@ -724,17 +714,7 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, switching, false);
-    for name in &route.spec.response_headers.remove {
-        parts.headers.remove(name.as_str());
-    }
-    for (name, value) in &route.spec.response_headers.add {
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            parts.headers.insert(n, v);
-        }
-    }
+    entry.response_edits.apply(&mut parts.headers);
     parts
         .headers
         .insert(headers::X_REQUEST_ID.clone(), exchange.request_id.clone());

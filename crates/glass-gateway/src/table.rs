@@ -30,8 +30,42 @@ pub(crate) struct RouteEntry {
     /// `glass-sticky-<route>`, for `hash_on = "sticky_cookie"`.
     pub(crate) sticky_cookie: String,
     pub(crate) client: UpstreamClient,
+    /// The route's header edits, parsed once per table build.
+    pub(crate) request_edits: Edits,
+    pub(crate) response_edits: Edits,
     methods: Vec<Method>,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Header edits ready to apply: names and values already parsed (the
+/// route was validated, so nothing is dropped here).
+#[derive(Debug, Default)]
+pub(crate) struct Edits {
+    remove: Vec<http::HeaderName>,
+    add: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Edits {
+    fn new(edits: &glass_model::HeaderEdits) -> Self {
+        Edits {
+            remove: edits.remove.iter().filter_map(|n| n.parse().ok()).collect(),
+            add: edits
+                .add
+                .iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// Removes, then sets (replacing any value).
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.add {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 impl RouteEntry {
@@ -116,6 +150,8 @@ impl RouteTable {
                 balancer: Balancer::new(endpoints, route.lb.clone()),
                 sticky_cookie: format!("glass-sticky-{name}"),
                 client: clients.get(route.protocol, route.timeouts.connect),
+                request_edits: Edits::new(&route.spec.request_headers),
+                response_edits: Edits::new(&route.spec.response_headers),
                 methods: route
                     .spec
                     .matcher
