@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::endpoint::Endpoint;
+use crate::retry::idempotent;
 
 /// Idle connections kept per upstream address.
 const MAX_IDLE: usize = 256;
@@ -144,13 +145,6 @@ impl RequestHead<'_> {
     }
 }
 
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
 /// Sends `head` to `endpoint` on a pooled connection (or a new one) and
 /// reads the response head; the body streams from the connection, which
 /// goes back to the pool when the body has been read to its end.
@@ -237,30 +231,12 @@ async fn exchange(
                 Failure::Broken(why.into())
             });
         }
-        match parse_head(&mut buf, method).map_err(Failure::Broken)? {
-            None => continue,
-            Some(Parsed::Informational) => {
-                // 1xx (100 Continue, 103 Early Hints): the real answer follows.
-                if !buf.is_empty() {
-                    match parse_again(&mut buf, method).map_err(Failure::Broken)? {
-                        Some(head) => return Ok(H1Body::respond(head, io, buf, endpoint)),
-                        None => continue,
-                    }
-                }
+        // 1xx answers (100 Continue, 103 Early Hints) are skipped: the real
+        // one follows, in these bytes or the next.
+        while let Some(parsed) = parse_head(&mut buf, method).map_err(Failure::Broken)? {
+            if let Parsed::Final(head) = parsed {
+                return Ok(H1Body::respond(head, io, buf, endpoint));
             }
-            Some(Parsed::Final(head)) => return Ok(H1Body::respond(head, io, buf, endpoint)),
-        }
-    }
-}
-
-/// Parses what is left after informational responses.
-fn parse_again(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, String> {
-    loop {
-        match parse_head(buf, method)? {
-            None => return Ok(None),
-            Some(Parsed::Final(head)) => return Ok(Some(head)),
-            Some(Parsed::Informational) if buf.is_empty() => return Ok(None),
-            Some(Parsed::Informational) => {}
         }
     }
 }
@@ -771,10 +747,11 @@ mod tests {
             parse_head(&mut buf, &Method::GET),
             Ok(Some(Parsed::Informational))
         ));
-        match parse_again(&mut buf, &Method::GET) {
-            Ok(Some(h)) => assert_eq!(h.status, StatusCode::OK),
+        match parse_head(&mut buf, &Method::GET) {
+            Ok(Some(Parsed::Final(h))) => assert_eq!(h.status, StatusCode::OK),
             _ => panic!("the final answer was not found"),
         }
+        assert!(buf.is_empty());
     }
 
     #[test]
@@ -944,6 +921,55 @@ mod tests {
         let got = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(got.len(), body.len());
         assert_eq!(ep.state.idle.len(), 1);
+    }
+
+    /// An endpoint whose one idle connection the upstream has just
+    /// closed, before the gateway could notice; the listener is still
+    /// there for a new connection.
+    async fn endpoint_with_a_stale_connection() -> (Endpoint, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let io = TcpStream::connect(addr).await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        let ep = endpoint(addr);
+        ep.state.idle.put(io);
+        // No await from here to the request: the reactor has not seen the close.
+        drop(first);
+        (ep, listener)
+    }
+
+    #[tokio::test]
+    async fn a_race_with_the_upstreams_close_resends_idempotent_requests_only() {
+        use tokio::io::AsyncReadExt;
+        let (ep, listener) = endpoint_with_a_stale_connection().await;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+        });
+        let (status, body, _) = get(&ep).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+        server.await.unwrap();
+
+        // A POST may have been acted on: it is not sent again.
+        let (ep, _listener) = endpoint_with_a_stale_connection().await;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("up"));
+        let head = RequestHead {
+            method: &Method::POST,
+            target: "/",
+            headers: &headers,
+        };
+        match send(&ep, head, Duration::from_secs(1)).await {
+            Err(H1Error::Upstream(_)) => {}
+            other => panic!(
+                "a POST on a stale connection was resent: {:?}",
+                other.map(|r| r.status())
+            ),
+        }
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::config::GatewayConfig;
 use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{GatewayError, Kind, Side, rescue};
 use crate::metrics::GatewayMetrics;
-use crate::retry::{RetryBudget, backoff};
+use crate::retry::{RetryBudget, backoff, idempotent};
 use crate::table::{RouteEntry, RouteTable};
 use crate::upstream::Clients;
 use crate::websocket;
@@ -174,13 +174,6 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
-}
-
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// `grpc-timeout: 100m` → 100 ms.

@@ -4,6 +4,17 @@
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
+use http::Method;
+
+/// Methods that may be sent again without changing the outcome
+/// (RFC 9110 §9.2.2).
+pub(crate) fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
 /// Each request earns this share of a retry (in thousandths): 20%.
 const EARN_PER_REQUEST: i64 = 200;
 /// One retry costs a whole token.
