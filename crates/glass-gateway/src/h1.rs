@@ -116,7 +116,7 @@ pub(crate) struct RequestHead<'a> {
 }
 
 impl RequestHead<'_> {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .headers
             .iter()
@@ -145,28 +145,30 @@ impl RequestHead<'_> {
     }
 }
 
-/// Sends `head` to `endpoint` on a pooled connection (or a new one) and
-/// reads the response head; the body streams from the connection, which
-/// goes back to the pool when the body has been read to its end.
+/// Sends `request` (an encoded head without body, see
+/// [`RequestHead::encode`]) to `endpoint` on a pooled connection (or a new
+/// one) and reads the response head; the body streams from the
+/// connection, which goes back to the pool when the body has been read to
+/// its end.
 pub(crate) async fn send(
     endpoint: &Endpoint,
-    head: RequestHead<'_>,
+    method: &Method,
+    request: &[u8],
     connect_timeout: Duration,
 ) -> Result<Response<H1Body>, H1Error> {
-    let request = head.encode();
     let pool = &endpoint.state.idle;
     if let Some(io) = pool.take() {
-        match exchange(io, &request, head.method, endpoint).await {
+        match exchange(io, request, method, endpoint).await {
             // The upstream closed the idle connection as it was reused (its
             // keep-alive timeout): nothing was read, so an idempotent
             // request goes again on a new connection.
-            Err(Failure::Stale(_)) if idempotent(head.method) => {}
+            Err(Failure::Stale(_)) if idempotent(method) => {}
             Err(f) => return Err(f.into()),
             Ok(resp) => return Ok(resp),
         }
     }
     let io = connect(endpoint, connect_timeout).await?;
-    exchange(io, &request, head.method, endpoint)
+    exchange(io, request, method, endpoint)
         .await
         .map_err(H1Error::from)
 }
@@ -839,7 +841,14 @@ mod tests {
             target: "/",
             headers: &headers,
         };
-        let resp = send(endpoint, head, Duration::from_secs(1)).await.unwrap();
+        let resp = send(
+            endpoint,
+            head.method,
+            &head.encode(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         let status = resp.status();
         let collected = resp.into_body().collect().await.unwrap();
         let trailers = collected.trailers().cloned();
@@ -915,7 +924,9 @@ mod tests {
             target: "/",
             headers: &headers,
         };
-        let resp = send(&ep, head, Duration::from_secs(1)).await.unwrap();
+        let resp = send(&ep, head.method, &head.encode(), Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(resp.headers()["x-big"].len(), big.len());
         use http_body_util::BodyExt;
         let got = resp.into_body().collect().await.unwrap().to_bytes();
@@ -963,7 +974,7 @@ mod tests {
             target: "/",
             headers: &headers,
         };
-        match send(&ep, head, Duration::from_secs(1)).await {
+        match send(&ep, head.method, &head.encode(), Duration::from_secs(1)).await {
             Err(H1Error::Upstream(_)) => {}
             other => panic!(
                 "a POST on a stale connection was resent: {:?}",
@@ -989,7 +1000,9 @@ mod tests {
                 target: "/",
                 headers: &headers,
             };
-            let resp = send(&ep, head, Duration::from_secs(1)).await.unwrap();
+            let resp = send(&ep, head.method, &head.encode(), Duration::from_secs(1))
+                .await
+                .unwrap();
             assert!(resp.into_body().collect().await.is_err());
             assert_eq!(ep.state.idle.len(), 0);
         }

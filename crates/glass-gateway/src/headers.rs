@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -17,11 +17,65 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Read access to a request's header fields, whether hyper parsed them
+/// into a [`HeaderMap`] or the gateway's own HTTP/1.1 server left them as
+/// the bytes it received: routing and balancing read both the same way.
+pub(crate) trait Fields {
+    /// Every value of `name` (lowercase), in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]>;
+
+    /// The first value of `name` (lowercase).
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
+impl Fields for HeaderMap {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+/// Whether `name` is a hop-by-hop header (any case).
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether a client's `x-request-id` is kept: short, printable ASCII.
+pub(crate) fn sane_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
+}
+
+/// A new request id: 32 random hex digits.
+pub(crate) fn new_request_id() -> [u8; 32] {
+    let mut id = [0u8; 32];
+    fill_hex(&mut id);
+    id
+}
+
+/// A new `traceparent` starting a trace: `00-<trace id>-<parent id>-01`.
+pub(crate) fn new_traceparent() -> [u8; 55] {
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    fill_hex(&mut value[3..35]);
+    fill_hex(&mut value[36..52]);
+    value
+}
+
+/// Whether a client's `traceparent` is propagated as it is.
+pub(crate) fn propagated_traceparent(v: &[u8]) -> bool {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(valid_traceparent)
+        .is_some()
+}
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for WebSocket
@@ -77,10 +131,10 @@ pub(crate) fn strip_hop_by_hop(
 #[derive(Debug)]
 pub(crate) struct Forwarding {
     /// The client address as `X-Forwarded-For` wants it.
-    xff: HeaderValue,
+    pub(crate) xff: HeaderValue,
     /// `for=…;proto=…` for `Forwarded` (RFC 7239).
-    params: String,
-    proto: &'static str,
+    pub(crate) params: String,
+    pub(crate) proto: &'static str,
 }
 
 impl Forwarding {
@@ -142,12 +196,7 @@ pub(crate) fn set_forwarded(
         if !headers.contains_key(&X_FORWARDED_HOST) {
             headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
-        // A host that is not a plain token would need quoting: left out.
-        if host
-            .as_bytes()
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
-        {
+        if forwarded_host_ok(host.as_bytes()) {
             forwarded.extend_from_slice(b";host=");
             forwarded.extend_from_slice(host.as_bytes());
         }
@@ -155,6 +204,13 @@ pub(crate) fn set_forwarded(
     if let Some(v) = owned_value(forwarded) {
         headers.insert(FORWARDED.clone(), v);
     }
+}
+
+/// Whether a host goes into `Forwarded` as `host=…`: one that is not a
+/// plain token would need quoting, and is left out.
+pub(crate) fn forwarded_host_ok(host: &[u8]) -> bool {
+    host.iter()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
 }
 
 /// A header value that takes `bytes` without copying them again.
@@ -186,15 +242,11 @@ fn fill_hex(out: &mut [u8]) {
 /// Keeps a sane client `x-request-id` or sets a new one; returns it.
 pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID)
-        && !v.is_empty()
-        && v.len() <= 128
-        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        && sane_request_id(v.as_bytes())
     {
         return v.clone();
     }
-    let mut id = [0u8; 32];
-    fill_hex(&mut id);
-    let id = HeaderValue::from_bytes(&id).expect("hex is a valid header value");
+    let id = HeaderValue::from_bytes(&new_request_id()).expect("hex is a valid header value");
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
@@ -203,16 +255,12 @@ pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 /// returns the `traceparent` sent upstream (see [`trace_id`]).
 pub(crate) fn trace_context(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&TRACEPARENT)
-        && v.to_str().ok().and_then(valid_traceparent).is_some()
+        && propagated_traceparent(v.as_bytes())
     {
         return v.clone();
     }
     headers.remove("tracestate");
-    // 00-<trace id>-<parent id>-01
-    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    fill_hex(&mut value[3..35]);
-    fill_hex(&mut value[36..52]);
-    let value = HeaderValue::from_bytes(&value).expect("hex is a valid header value");
+    let value = HeaderValue::from_bytes(&new_traceparent()).expect("hex is a valid header value");
     headers.insert(TRACEPARENT.clone(), value.clone());
     value
 }

@@ -20,6 +20,7 @@ use crate::body::{OnEnd, ProxyBody, RequestBody, Upload, UploadFailure, Upstream
 use crate::config::GatewayConfig;
 use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{GatewayError, Kind, Side, rescue};
+use crate::headers::Fields;
 use crate::metrics::GatewayMetrics;
 use crate::retry::{RetryBudget, backoff, idempotent};
 use crate::table::{RouteEntry, RouteTable};
@@ -58,23 +59,23 @@ impl Conn {
 }
 
 /// Facts about one request kept for the access log.
-struct Exchange {
-    arrived: SystemTime,
-    started: Instant,
-    request_id: HeaderValue,
+pub(crate) struct Exchange {
+    pub(crate) arrived: SystemTime,
+    pub(crate) started: Instant,
+    pub(crate) request_id: HeaderValue,
     /// The `traceparent` sent upstream.
-    trace: HeaderValue,
-    method: Method,
-    host: String,
+    pub(crate) trace: HeaderValue,
+    pub(crate) method: Method,
+    pub(crate) host: String,
     /// The request target (a cheap clone: it shares the request's bytes).
-    uri: Uri,
-    protocol: &'static str,
-    client: SocketAddr,
-    route: Option<Arc<str>>,
-    upstream: Option<Arc<Endpoint>>,
-    attempts: u32,
+    pub(crate) uri: Uri,
+    pub(crate) protocol: &'static str,
+    pub(crate) client: SocketAddr,
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) upstream: Option<Arc<Endpoint>>,
+    pub(crate) attempts: u32,
     /// When the exchange must be over (route `total`, `grpc-timeout`).
-    deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Exchange {
@@ -192,11 +193,44 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The balancing keys a request carries, taken out of its headers.
+pub(crate) struct Keys {
+    header: Option<Vec<u8>>,
+    cookie: Option<String>,
+    /// The gateway's sticky cookie, naming an instance.
+    pub(crate) sticky: Option<String>,
+}
+
+impl Keys {
+    pub(crate) fn of(entry: &RouteEntry, headers: &impl Fields) -> Keys {
+        let (header, cookie_value) = match entry.balancer.policy() {
+            LbPolicy::Hash(HashOn::Header(h)) => {
+                (headers.first(h.as_str()).map(<[u8]>::to_vec), None)
+            }
+            LbPolicy::Hash(HashOn::Cookie(c)) => (None, cookie(headers, c).map(str::to_owned)),
+            _ => (None, None),
+        };
+        Keys {
+            header,
+            cookie: cookie_value,
+            sticky: cookie(headers, &entry.sticky_cookie).map(str::to_owned),
+        }
+    }
+
+    pub(crate) fn pick_key(&self, client_ip: std::net::IpAddr) -> PickKey<'_> {
+        PickKey {
+            header: self.header.as_deref(),
+            cookie: self.cookie.as_deref(),
+            client_ip,
+            sticky: self.sticky.as_deref(),
+        }
+    }
+}
+
+fn cookie<'a>(headers: &'a impl Fields, name: &str) -> Option<&'a str> {
     headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
@@ -318,32 +352,42 @@ pub(crate) async fn handle(
             forward(&shared, &conn, entry, req, &mut exchange).await
         }
     };
-    let route = entry.as_ref().map(|e| &*e.name);
     let grpc = grpc
         || entry
             .as_ref()
             .is_some_and(|e| e.route.protocol == UpstreamProtocol::Grpc);
     let response = match outcome {
         Ok(resp) => resp,
-        Err(err) => {
-            let resp = rescue(&err, route, grpc);
-            if let Some(e) = &entry {
-                e.metrics.observe(resp.status().as_u16(), started.elapsed());
-            }
-            if shared.log.enabled() {
-                let record = exchange.record(
-                    resp.status().as_u16(),
-                    started.elapsed(),
-                    0,
-                    Some(err.detail(route)),
-                );
-                shared.log.write(record);
-            }
-            tracing::debug!(route, error = %err.detail(route), "Request failed");
-            resp
-        }
+        Err(err) => fail(&shared, entry.as_ref(), &mut exchange, &err, grpc),
     };
     Ok(response)
+}
+
+/// The response for a request that failed: counted, logged, explained.
+pub(crate) fn fail(
+    shared: &Shared,
+    entry: Option<&Arc<RouteEntry>>,
+    exchange: &mut Exchange,
+    err: &GatewayError,
+    grpc: bool,
+) -> Response<ProxyBody> {
+    let route = entry.map(|e| &*e.name);
+    let resp = rescue(err, route, grpc);
+    if let Some(e) = entry {
+        e.metrics
+            .observe(resp.status().as_u16(), exchange.started.elapsed());
+    }
+    if shared.log.enabled() {
+        let record = exchange.record(
+            resp.status().as_u16(),
+            exchange.started.elapsed(),
+            0,
+            Some(err.detail(route)),
+        );
+        shared.log.write(record);
+    }
+    tracing::debug!(route, error = %err.detail(route), "Request failed");
+    resp
 }
 
 /// Prepares the request and sends it upstream, retrying where safe.
@@ -388,7 +432,12 @@ async fn forward(
     // Without a rewrite the request's own path and query are reused (no copy).
     let path_and_query: http::uri::PathAndQuery = match (strip, parts.uri.path_and_query()) {
         (None, Some(pq)) => pq.clone(),
-        _ => rewrite_path(&parts.uri, strip).parse().map_err(|e| {
+        _ => rewrite_path(
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            strip,
+        )
+        .parse()
+        .map_err(|e| {
             GatewayError::new(
                 Kind::BadRequest(format!("bad request target: {e}")),
                 Side::Downstream,
@@ -407,6 +456,7 @@ async fn forward(
     };
     let deadline = total.map(|t| exchange.started + t);
     exchange.deadline = deadline;
+    let exchange_timing = (exchange.started, deadline);
     let retry_allowed = !has_body && idempotent(&parts.method) && !websocket;
     let version = match route.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -415,84 +465,30 @@ async fn forward(
     // Bodiless HTTP/1.1 requests take the gateway's own connection pool.
     let fast_path = version == Version::HTTP_11 && !has_body && !websocket;
 
-    // Balancing keys.
-    let sticky_name = &entry.sticky_cookie;
-    let hash_header = match entry.balancer.policy() {
-        LbPolicy::Hash(HashOn::Header(h)) => {
-            parts.headers.get(h.as_str()).map(|v| v.as_bytes().to_vec())
-        }
-        _ => None,
-    };
-    let hash_cookie = match entry.balancer.policy() {
-        LbPolicy::Hash(HashOn::Cookie(c)) => cookie(&parts.headers, c).map(str::to_owned),
-        _ => None,
-    };
-    let sticky = cookie(&parts.headers, sticky_name).map(str::to_owned);
-    let key = PickKey {
-        header: hash_header.as_deref(),
-        cookie: hash_cookie.as_deref(),
-        client_ip: conn.peer.ip(),
-        sticky: sticky.as_deref(),
-    };
-
-    shared.budget.deposit();
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_error = GatewayError::new(Kind::NoEndpoint, Side::Internal, false);
-    let mut attempt = 0u32;
-    while attempt <= route.retries {
-        let Some(index) = entry.balancer.pick(&key, &tried) else {
-            return Err(GatewayError::new(Kind::NoEndpoint, Side::Internal, false));
-        };
-        let endpoint = entry.balancer.endpoints()[index].clone();
-        tried.push(index);
-        let Some(in_flight) = InFlight::acquire(&endpoint.state, config.max_requests_per_endpoint)
-        else {
-            last_error = GatewayError::new(Kind::CircuitOpen, Side::Upstream, true);
-            if tried.len() >= entry.balancer.endpoints().len() {
-                break;
+    let keys = Keys::of(entry, &parts.headers);
+    let key = keys.pick_key(conn.peer.ip());
+    let has_body_or_upgrade = has_body || websocket;
+    let send = |endpoint: Arc<Endpoint>| {
+        let request_body = body.take();
+        let path_and_query = &path_and_query;
+        let parts = &parts;
+        async move {
+            if fast_path {
+                let request = h1::RequestHead {
+                    method: &parts.method,
+                    target: path_and_query.as_str(),
+                    headers: &parts.headers,
+                }
+                .encode();
+                return send_h1(
+                    &endpoint,
+                    &parts.method,
+                    &request,
+                    timeouts,
+                    exchange_timing,
+                )
+                .await;
             }
-            continue;
-        };
-        attempt += 1;
-        exchange.attempts = attempt;
-        exchange.upstream = Some(endpoint.clone());
-        if attempt > 1 {
-            entry
-                .metrics
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(backoff(attempt - 1)).await;
-        }
-
-        let sent = if fast_path {
-            let head = h1::RequestHead {
-                method: &parts.method,
-                target: path_and_query.as_str(),
-                headers: &parts.headers,
-            };
-            let call = async {
-                h1::send(&endpoint, head, timeouts.connect)
-                    .await
-                    .map(|r| r.map(UpstreamBody::H1))
-                    .map_err(|e| match e {
-                        h1::H1Error::Connect(why) => {
-                            GatewayError::new(Kind::Connect(why), Side::Upstream, true)
-                        }
-                        h1::H1Error::Upstream(why) => {
-                            GatewayError::new(Kind::Upstream(why), Side::Upstream, true)
-                        }
-                    })
-            };
-            within(
-                call,
-                timeouts.header,
-                timeouts.idle,
-                None,
-                exchange.started,
-                deadline,
-            )
-            .await
-        } else {
             let uri = Uri::builder()
                 .scheme(http::uri::Scheme::HTTP)
                 .authority(endpoint.authority.clone())
@@ -505,9 +501,9 @@ async fn forward(
                         false,
                     )
                 })?;
-            let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match body.take() {
+            let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match request_body {
                 Some(b) if has_body => {
-                    let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange.started);
+                    let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange_timing.0);
                     (b, Some(u))
                 }
                 _ => (RequestBody::Empty, None),
@@ -534,13 +530,116 @@ async fn forward(
                 timeouts.header,
                 timeouts.idle,
                 upload,
-                exchange.started,
-                deadline,
+                exchange_timing.0,
+                exchange_timing.1,
             )
             .await
             .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes))
+        }
+    };
+    let (resp, in_flight) = attempts(
+        shared,
+        entry,
+        &key,
+        exchange,
+        retry_allowed,
+        !has_body_or_upgrade,
+        send,
+    )
+    .await?;
+    Ok(respond(
+        shared,
+        entry,
+        resp,
+        exchange,
+        in_flight,
+        client_upgrade,
+        keys.sticky.as_deref(),
+    ))
+}
+
+/// One attempt on the gateway's own HTTP/1.1 path: `request` is the
+/// encoded head; `timing` is the exchange's start and total deadline.
+pub(crate) async fn send_h1(
+    endpoint: &Endpoint,
+    method: &Method,
+    request: &[u8],
+    timeouts: glass_model::Timeouts,
+    timing: (Instant, Option<Instant>),
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    let call = async {
+        h1::send(endpoint, method, request, timeouts.connect)
+            .await
+            .map(|r| r.map(UpstreamBody::H1))
+            .map_err(|e| match e {
+                h1::H1Error::Connect(why) => {
+                    GatewayError::new(Kind::Connect(why), Side::Upstream, true)
+                }
+                h1::H1Error::Upstream(why) => {
+                    GatewayError::new(Kind::Upstream(why), Side::Upstream, true)
+                }
+            })
+    };
+    within(
+        call,
+        timeouts.header,
+        timeouts.idle,
+        None,
+        timing.0,
+        timing.1,
+    )
+    .await
+}
+
+/// Picks endpoints and sends until one answers or the retries run out:
+/// the circuit breaker, retry budget, backoff and outlier accounting of
+/// every request, whichever server received it. `send` makes one attempt;
+/// `retry_allowed` says a failed or 5xx answer may be tried again,
+/// `connect_retry` that a connection failure may (nothing was sent).
+pub(crate) async fn attempts<F, Fut>(
+    shared: &Shared,
+    entry: &Arc<RouteEntry>,
+    key: &PickKey<'_>,
+    exchange: &mut Exchange,
+    retry_allowed: bool,
+    connect_retry: bool,
+    mut send: F,
+) -> Result<(Response<UpstreamBody>, InFlight), GatewayError>
+where
+    F: FnMut(Arc<Endpoint>) -> Fut,
+    Fut: Future<Output = Result<Response<UpstreamBody>, GatewayError>>,
+{
+    let config = &shared.config;
+    let route = &entry.route;
+    shared.budget.deposit();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = GatewayError::new(Kind::NoEndpoint, Side::Internal, false);
+    let mut attempt = 0u32;
+    while attempt <= route.retries {
+        let Some(index) = entry.balancer.pick(key, &tried) else {
+            return Err(GatewayError::new(Kind::NoEndpoint, Side::Internal, false));
         };
-        match sent {
+        let endpoint = entry.balancer.endpoints()[index].clone();
+        tried.push(index);
+        let Some(in_flight) = InFlight::acquire(&endpoint.state, config.max_requests_per_endpoint)
+        else {
+            last_error = GatewayError::new(Kind::CircuitOpen, Side::Upstream, true);
+            if tried.len() >= entry.balancer.endpoints().len() {
+                break;
+            }
+            continue;
+        };
+        attempt += 1;
+        exchange.attempts = attempt;
+        exchange.upstream = Some(endpoint.clone());
+        if attempt > 1 {
+            entry
+                .metrics
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(backoff(attempt - 1)).await;
+        }
+        match send(endpoint.clone()).await {
             Ok(resp)
                 if resp.status().is_server_error()
                     && retry_allowed
@@ -562,15 +661,7 @@ async fn forward(
                 } else {
                     endpoint.state.succeeded();
                 }
-                return Ok(respond(
-                    shared,
-                    entry,
-                    resp,
-                    exchange,
-                    in_flight,
-                    client_upgrade,
-                    &sticky,
-                ));
+                return Ok((resp, in_flight));
             }
             Err(err) => {
                 // Only the upstream's own failures count towards ejection:
@@ -579,7 +670,7 @@ async fn forward(
                     endpoint.state.failed();
                 }
                 let again = err.retryable
-                    && (retry_allowed || (!has_body && matches!(err.kind, Kind::Connect(_))));
+                    && (retry_allowed || (connect_retry && matches!(err.kind, Kind::Connect(_))));
                 last_error = err;
                 if !(again && attempt <= route.retries && shared.budget.withdraw()) {
                     break;
@@ -606,8 +697,7 @@ fn blame(err: GatewayError, upload: Option<&Upload>, max_body: u64) -> GatewayEr
 }
 
 /// The path and query sent upstream, with `strip` removed from the front.
-fn rewrite_path(uri: &Uri, strip: Option<&str>) -> String {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+pub(crate) fn rewrite_path(pq: &str, strip: Option<&str>) -> String {
     match strip {
         Some(prefix) if pq.starts_with(prefix) => {
             let rest = &pq[prefix.len()..];
@@ -678,14 +768,14 @@ fn classify(err: hyper_util::client::legacy::Error) -> GatewayError {
 }
 
 /// Builds the client's response from the upstream's.
-fn respond(
+pub(crate) fn respond(
     shared: &Shared,
     entry: &Arc<RouteEntry>,
     mut resp: Response<UpstreamBody>,
     exchange: &mut Exchange,
     in_flight: InFlight,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    sticky: &Option<String>,
+    sticky: Option<&str>,
 ) -> Response<ProxyBody> {
     let deadline = exchange.deadline;
     let status = resp.status();
@@ -713,7 +803,7 @@ fn respond(
         .insert(headers::X_REQUEST_ID.clone(), exchange.request_id.clone());
     if let (LbPolicy::Hash(HashOn::StickyCookie), Some(endpoint)) =
         (entry.balancer.policy(), &exchange.upstream)
-        && sticky.as_deref() != Some(&*endpoint.instance)
+        && sticky != Some(&*endpoint.instance)
         && let Ok(v) = HeaderValue::from_str(&format!(
             "{}={}; Path=/; HttpOnly; SameSite=Lax",
             entry.sticky_cookie, endpoint.instance
@@ -760,11 +850,9 @@ mod tests {
 
     #[test]
     fn paths_are_rewritten() {
-        let uri: Uri = "/v1/users/7?x=1".parse().unwrap();
-        assert_eq!(rewrite_path(&uri, Some("/v1")), "/users/7?x=1");
-        assert_eq!(rewrite_path(&uri, None), "/v1/users/7?x=1");
-        let root: Uri = "/v1".parse().unwrap();
-        assert_eq!(rewrite_path(&root, Some("/v1")), "/");
+        assert_eq!(rewrite_path("/v1/users/7?x=1", Some("/v1")), "/users/7?x=1");
+        assert_eq!(rewrite_path("/v1/users/7?x=1", None), "/v1/users/7?x=1");
+        assert_eq!(rewrite_path("/v1", Some("/v1")), "/");
     }
 
     #[test]

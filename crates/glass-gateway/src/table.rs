@@ -13,10 +13,11 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use glass_model::{HealthStatus, Revision, Route, Target};
 use glass_snapshot::Snapshot;
-use http::{HeaderMap, Method};
+use http::Method;
 
 use crate::balance::Balancer;
 use crate::endpoint::{Endpoint, EndpointState};
+use crate::headers::Fields;
 use crate::metrics::RouteMetrics;
 use crate::upstream::{Clients, UpstreamClient};
 
@@ -58,7 +59,7 @@ impl Edits {
     }
 
     /// Removes, then sets (replacing any value).
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -66,10 +67,22 @@ impl Edits {
             headers.insert(name.clone(), value.clone());
         }
     }
+
+    /// Whether a received field named `name` (any case) is dropped: the
+    /// same outcome as [`Edits::apply`] for a message kept as bytes.
+    pub(crate) fn drops(&self, name: &[u8]) -> bool {
+        let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        self.remove.iter().any(is) || self.add.iter().any(|(n, _)| is(n))
+    }
+
+    /// The fields the edits set, to be written after the kept ones.
+    pub(crate) fn added(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.add
+    }
 }
 
 impl RouteEntry {
-    fn matches(&self, path: &str, method: &Method, headers: &HeaderMap) -> bool {
+    fn matches(&self, path: &str, method: &Method, headers: &impl Fields) -> bool {
         let m = &self.route.spec.matcher;
         let path_ok = match (&m.path, &m.path_prefix) {
             (Some(exact), _) => path == exact,
@@ -81,7 +94,7 @@ impl RouteEntry {
             && self
                 .headers
                 .iter()
-                .all(|(name, value)| headers.get(name) == Some(value))
+                .all(|(name, value)| headers.first(name.as_str()) == Some(value.as_bytes()))
     }
 
     fn specificity(&self) -> (u8, usize, usize) {
@@ -207,7 +220,7 @@ impl RouteTable {
         host: &str,
         path: &str,
         method: &Method,
-        headers: &HeaderMap,
+        headers: &impl Fields,
     ) -> Option<&Arc<RouteEntry>> {
         if let Some(hit) = self
             .exact
@@ -239,7 +252,7 @@ fn first_match<'a>(
     list: &'a [Arc<RouteEntry>],
     path: &str,
     method: &Method,
-    headers: &HeaderMap,
+    headers: &impl Fields,
 ) -> Option<&'a Arc<RouteEntry>> {
     list.iter().find(|e| e.matches(path, method, headers))
 }
@@ -316,7 +329,12 @@ mod tests {
 
     fn check(t: &RouteTable, host: &str, path: &str, method: &str, expected: Option<&str>) {
         let got = t
-            .find(host, path, &method.parse().unwrap(), &HeaderMap::new())
+            .find(
+                host,
+                path,
+                &method.parse().unwrap(),
+                &http::HeaderMap::new(),
+            )
             .map(|e| e.name.to_string());
         assert_eq!(got.as_deref(), expected, "{method} {host}{path}");
     }
