@@ -3,7 +3,7 @@
 //! behind, lines are dropped and counted, never queued without bound.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TryRecvError, TrySendError, sync_channel};
@@ -25,14 +25,15 @@ pub(crate) struct AccessRecord {
     pub(crate) request_id: HeaderValue,
     /// The `traceparent` sent upstream.
     pub(crate) trace: HeaderValue,
-    pub(crate) client: IpAddr,
+    /// The client's address, as text (made once per connection).
+    pub(crate) client: HeaderValue,
     pub(crate) method: Method,
     pub(crate) host: String,
     pub(crate) uri: Uri,
     pub(crate) protocol: &'static str,
     pub(crate) route: Option<Arc<str>>,
     /// Upstream address and instance id.
-    pub(crate) upstream: Option<(SocketAddr, Arc<str>)>,
+    pub(crate) upstream: Option<(http::uri::Authority, Arc<str>)>,
     pub(crate) status: u16,
     pub(crate) attempts: u32,
     pub(crate) bytes_sent: u64,
@@ -54,20 +55,26 @@ impl AccessRecord {
         json_str(out, self.request_id.as_bytes())?;
         out.write_all(b",\"trace_id\":")?;
         json_str(out, crate::headers::trace_id(&self.trace).as_bytes())?;
-        write!(out, ",\"client\":\"{}\",\"method\":", self.client)?;
+        out.extend_from_slice(b",\"client\":");
+        json_str(out, self.client.as_bytes())?;
+        out.extend_from_slice(b",\"method\":");
         json_str(out, self.method.as_str().as_bytes())?;
         out.write_all(b",\"host\":")?;
         json_str(out, self.host.as_bytes())?;
         out.write_all(b",\"path\":")?;
         json_str(out, self.uri.path().as_bytes())?;
-        write!(out, ",\"protocol\":\"{}\",\"route\":", self.protocol)?;
+        out.extend_from_slice(b",\"protocol\":\"");
+        out.extend_from_slice(self.protocol.as_bytes());
+        out.extend_from_slice(b"\",\"route\":");
         match &self.route {
             Some(r) => json_str(out, r.as_bytes())?,
             None => out.write_all(b"null")?,
         }
         match &self.upstream {
             Some((addr, instance)) => {
-                write!(out, ",\"upstream\":\"{addr}\",\"instance\":")?;
+                out.extend_from_slice(b",\"upstream\":\"");
+                out.extend_from_slice(addr.as_str().as_bytes());
+                out.extend_from_slice(b"\",\"instance\":");
                 json_str(out, instance.as_bytes())?;
             }
             None => out.write_all(b",\"upstream\":null,\"instance\":null")?,
@@ -93,7 +100,7 @@ impl AccessRecord {
 }
 
 /// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -303,7 +310,7 @@ mod tests {
             trace: HeaderValue::from_static(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
-            client: "::1".parse().unwrap(),
+            client: HeaderValue::from_static("::1"),
             method: Method::POST,
             host: "api.example".into(),
             uri: "/a\"b\\c?q=1"

@@ -72,7 +72,11 @@ pub(crate) struct Streamed {
     inner: UpstreamBody,
     idle: Duration,
     deadline: Option<Instant>,
-    last: Instant,
+    /// When the idle timeout ends, armed when the upstream first has
+    /// nothing to give (no clock read per frame).
+    idle_end: Option<Instant>,
+    /// A frame came since `idle_end` was armed.
+    moved: bool,
     timer: Option<Pin<Box<Sleep>>>,
     bytes: u64,
     on_end: Option<Box<dyn OnEnd>>,
@@ -99,7 +103,8 @@ impl ProxyBody {
             inner,
             idle,
             deadline,
-            last: Instant::now(),
+            idle_end: None,
+            moved: false,
             timer: None,
             bytes: 0,
             on_end,
@@ -137,7 +142,7 @@ impl Body for ProxyBody {
                         if let Some(data) = frame.data_ref() {
                             s.bytes += data.len() as u64;
                         }
-                        s.last = Instant::now();
+                        s.moved = true;
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(err))) => {
@@ -150,9 +155,16 @@ impl Body for ProxyBody {
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
-                        // Nothing from the upstream: the idle timer runs from the
-                        // last frame, capped by the exchange's total deadline.
-                        let idle_end = s.last + s.idle;
+                        // Nothing from the upstream: the idle timer runs from
+                        // the first time it had nothing after its last frame,
+                        // capped by the exchange's total deadline.
+                        let idle_end = match s.idle_end {
+                            Some(end) if !s.moved => end,
+                            _ => {
+                                s.moved = false;
+                                *s.idle_end.insert(Instant::now() + s.idle)
+                            }
+                        };
                         let deadline = s.deadline.map_or(idle_end, |d| d.min(idle_end));
                         let timer = s
                             .timer

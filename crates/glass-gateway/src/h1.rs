@@ -327,7 +327,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Str
         .collect();
     let http10 = resp.version == Some(0);
     let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what the gateway adds (request id, sticky cookie).
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     for &(ns, ne, vs, ve) in &spans {
         let name = HeaderName::from_bytes(&bytes[ns..ne])
             .map_err(|_| "the upstream sent an invalid header name".to_owned())?;

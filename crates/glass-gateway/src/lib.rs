@@ -19,6 +19,7 @@ mod config;
 mod endpoint;
 mod error;
 mod h1;
+mod h1_serve;
 mod headers;
 mod listen;
 mod metrics;

@@ -11,12 +11,13 @@ use glass_snapshot::SnapshotHandle;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::config::GatewayConfig;
+use crate::h1_serve::{self, Ended};
 use crate::metrics::GatewayMetrics;
 use crate::proxy::{self, Conn, Shared};
 use crate::retry::RetryBudget;
@@ -115,13 +116,15 @@ impl Gateway {
         let shared = self.shared;
         let follower = tokio::spawn(follow(shared.clone(), self.snapshots, self.changes));
         let listener = TcpListener::from_std(self.listener)?;
-        let graceful = Arc::new(GracefulShutdown::new());
+        // Every connection holds a receiver: the signal asks them to
+        // finish, the sender's `closed` says they all have.
+        let (drain, draining) = watch::channel(());
         let mut accepts = tokio::task::JoinSet::new();
         accepts.spawn(accept_loop(
             listener,
             None,
             shared.clone(),
-            graceful.clone(),
+            draining.clone(),
         ));
         let mut reloader = None;
         if let Some((tls_listener, acceptor, store, seen)) = self.tls {
@@ -132,7 +135,7 @@ impl Gateway {
                 TcpListener::from_std(tls_listener)?,
                 Some(acceptor),
                 shared.clone(),
-                graceful.clone(),
+                draining.clone(),
             ));
         }
         shutdown.await;
@@ -142,13 +145,14 @@ impl Gateway {
         if let Some(r) = reloader {
             r.abort();
         }
-        let graceful = Arc::into_inner(graceful).expect("accept loops are gone");
+        drop(draining);
         let mut tunnels =
             std::mem::take(&mut *shared.tunnels.lock().unwrap_or_else(|p| p.into_inner()));
         // Requests and tunnels share one drain deadline; what is still open
         // then is closed.
         let drained = async {
-            graceful.shutdown().await;
+            let _ = drain.send(());
+            drain.closed().await;
             while tunnels.join_next().await.is_some() {}
         };
         tokio::select! {
@@ -185,7 +189,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
+    draining: watch::Receiver<()>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -200,10 +204,10 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
-        let watcher = graceful.watcher();
+        let draining = draining.clone();
         tokio::spawn(async move {
             shared.metrics.connection_opened();
-            serve(stream, peer, tls, shared.clone(), watcher).await;
+            serve(stream, peer, tls, shared.clone(), draining).await;
             shared.metrics.connection_closed();
         });
     }
@@ -229,29 +233,23 @@ fn builder(config: &GatewayConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Serves one connection: cleartext on the gateway's own HTTP/1.1 server
+/// until a request needs hyper's, TLS on hyper's (HTTP/1.1 or HTTP/2 by
+/// ALPN).
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut draining: watch::Receiver<()>,
 ) {
     let conn = Arc::new(Conn::new(peer, tls.is_some()));
-    let service = {
-        let shared = shared.clone();
-        service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req))
-    };
     let builder = builder(&shared.config);
     let result = match tls {
-        None => {
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned(),
-                )
-                .await
-        }
+        None => match h1_serve::serve(stream, &shared, &conn, &mut draining).await {
+            Ended::Closed => return,
+            Ended::HandOver(io) => serve_hyper(io, &builder, &shared, conn, draining).await,
+        },
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(shared.config.header_read_timeout, acceptor.accept(stream))
@@ -273,16 +271,36 @@ async fn serve(
             } else {
                 builder.http1_only()
             };
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned(),
-                )
-                .await
+            serve_hyper(stream, &builder, &shared, conn, draining).await
         }
     };
     if let Err(err) = result {
         tracing::debug!(%peer, error = %err, "Connection ended with an error");
     }
+}
+
+/// Serves a connection with hyper until it ends; when the gateway drains,
+/// hyper finishes the requests in flight and closes.
+async fn serve_hyper<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    shared: &Arc<Shared>,
+    conn: Arc<Conn>,
+    mut draining: watch::Receiver<()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req))
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = draining.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }

@@ -70,7 +70,8 @@ pub(crate) struct Exchange {
     /// The request target (a cheap clone: it shares the request's bytes).
     pub(crate) uri: Uri,
     pub(crate) protocol: &'static str,
-    pub(crate) client: SocketAddr,
+    /// The client's address as text.
+    pub(crate) client: HeaderValue,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) upstream: Option<Arc<Endpoint>>,
     pub(crate) attempts: u32,
@@ -91,13 +92,16 @@ impl Exchange {
             arrived: self.arrived,
             request_id: self.request_id.clone(),
             trace: self.trace.clone(),
-            client: self.client.ip(),
+            client: self.client.clone(),
             method: self.method.clone(),
             host: std::mem::take(&mut self.host),
             uri: self.uri.clone(),
             protocol: self.protocol,
             route: self.route.clone(),
-            upstream: self.upstream.as_ref().map(|e| (e.addr, e.instance.clone())),
+            upstream: self
+                .upstream
+                .as_ref()
+                .map(|e| (e.authority.clone(), e.instance.clone())),
             status,
             attempts: self.attempts,
             bytes_sent: bytes,
@@ -324,7 +328,7 @@ pub(crate) async fn handle(
         host: host_of(&req),
         uri: req.uri().clone(),
         protocol: protocol_name(req.version()),
-        client: conn.peer,
+        client: conn.forwarding.xff.clone(),
         route: None,
         upstream: None,
         attempts: 0,
@@ -456,7 +460,6 @@ async fn forward(
     };
     let deadline = total.map(|t| exchange.started + t);
     exchange.deadline = deadline;
-    let exchange_timing = (exchange.started, deadline);
     let retry_allowed = !has_body && idempotent(&parts.method) && !websocket;
     let version = match route.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -468,7 +471,7 @@ async fn forward(
     let keys = Keys::of(entry, &parts.headers);
     let key = keys.pick_key(conn.peer.ip());
     let has_body_or_upgrade = has_body || websocket;
-    let send = |endpoint: Arc<Endpoint>| {
+    let send = |endpoint: Arc<Endpoint>, attempt_start: Instant| {
         let request_body = body.take();
         let path_and_query = &path_and_query;
         let parts = &parts;
@@ -485,7 +488,8 @@ async fn forward(
                     &parts.method,
                     &request,
                     timeouts,
-                    exchange_timing,
+                    attempt_start,
+                    deadline,
                 )
                 .await;
             }
@@ -503,7 +507,7 @@ async fn forward(
                 })?;
             let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match request_body {
                 Some(b) if has_body => {
-                    let (b, u) = RequestBody::stream(b, config.max_body_bytes, exchange_timing.0);
+                    let (b, u) = RequestBody::stream(b, config.max_body_bytes, attempt_start);
                     (b, Some(u))
                 }
                 _ => (RequestBody::Empty, None),
@@ -530,8 +534,8 @@ async fn forward(
                 timeouts.header,
                 timeouts.idle,
                 upload,
-                exchange_timing.0,
-                exchange_timing.1,
+                attempt_start,
+                deadline,
             )
             .await
             .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes))
@@ -559,13 +563,15 @@ async fn forward(
 }
 
 /// One attempt on the gateway's own HTTP/1.1 path: `request` is the
-/// encoded head; `timing` is the exchange's start and total deadline.
+/// encoded head, `start` when the attempt began, `deadline` the
+/// exchange's total one.
 pub(crate) async fn send_h1(
     endpoint: &Endpoint,
     method: &Method,
     request: &[u8],
     timeouts: glass_model::Timeouts,
-    timing: (Instant, Option<Instant>),
+    start: Instant,
+    deadline: Option<Instant>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let call = async {
         h1::send(endpoint, method, request, timeouts.connect)
@@ -580,20 +586,13 @@ pub(crate) async fn send_h1(
                 }
             })
     };
-    within(
-        call,
-        timeouts.header,
-        timeouts.idle,
-        None,
-        timing.0,
-        timing.1,
-    )
-    .await
+    within(call, timeouts.header, timeouts.idle, None, start, deadline).await
 }
 
 /// Picks endpoints and sends until one answers or the retries run out:
 /// the circuit breaker, retry budget, backoff and outlier accounting of
-/// every request, whichever server received it. `send` makes one attempt;
+/// every request, whichever server received it. `send` makes one attempt
+/// (given when it starts);
 /// `retry_allowed` says a failed or 5xx answer may be tried again,
 /// `connect_retry` that a connection failure may (nothing was sent).
 pub(crate) async fn attempts<F, Fut>(
@@ -606,13 +605,14 @@ pub(crate) async fn attempts<F, Fut>(
     mut send: F,
 ) -> Result<(Response<UpstreamBody>, InFlight), GatewayError>
 where
-    F: FnMut(Arc<Endpoint>) -> Fut,
+    F: FnMut(Arc<Endpoint>, Instant) -> Fut,
     Fut: Future<Output = Result<Response<UpstreamBody>, GatewayError>>,
 {
     let config = &shared.config;
     let route = &entry.route;
     shared.budget.deposit();
-    let mut tried: Vec<usize> = Vec::new();
+    // Endpoints tried so far; a handful at most, kept off the heap.
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut last_error = GatewayError::new(Kind::NoEndpoint, Side::Internal, false);
     let mut attempt = 0u32;
     while attempt <= route.retries {
@@ -632,14 +632,17 @@ where
         attempt += 1;
         exchange.attempts = attempt;
         exchange.upstream = Some(endpoint.clone());
-        if attempt > 1 {
+        let start = if attempt > 1 {
             entry
                 .metrics
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(backoff(attempt - 1)).await;
-        }
-        match send(endpoint.clone()).await {
+            Instant::now()
+        } else {
+            exchange.started
+        };
+        match send(endpoint.clone(), start).await {
             Ok(resp)
                 if resp.status().is_server_error()
                     && retry_allowed
@@ -711,10 +714,10 @@ pub(crate) fn rewrite_path(pq: &str, strip: Option<&str>) -> String {
     }
 }
 
-/// Runs an upstream call under stream-aware timeouts: while the request
-/// body is still moving only the idle timeout applies; once it is sent,
-/// the upstream has `header` to answer. `deadline` (total, grpc-timeout)
-/// caps everything.
+/// Runs an upstream call, begun at `epoch`, under stream-aware timeouts:
+/// while the request body is still moving only the idle timeout applies;
+/// once it is sent, the upstream has `header` to answer. `deadline`
+/// (total, grpc-timeout) caps everything.
 async fn within(
     call: impl Future<Output = Result<Response<UpstreamBody>, GatewayError>>,
     header_timeout: Duration,
@@ -724,7 +727,7 @@ async fn within(
     deadline: Option<Instant>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     tokio::pin!(call);
-    let mut wake = Instant::now() + header_timeout;
+    let mut wake = epoch + header_timeout;
     loop {
         let until = deadline.map_or(wake, |d| d.min(wake));
         tokio::select! {
@@ -836,7 +839,7 @@ fn placeholder(e: &Exchange) -> Exchange {
         host: String::new(),
         uri: Uri::default(),
         protocol: e.protocol,
-        client: e.client,
+        client: e.client.clone(),
         route: None,
         upstream: None,
         attempts: 0,

@@ -4,6 +4,7 @@
 mod balance;
 mod faults;
 mod grpc;
+mod h1_server;
 mod hostile;
 mod http;
 mod long;

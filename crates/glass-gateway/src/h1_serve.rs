@@ -1,0 +1,693 @@
+//! The gateway's own HTTP/1.1 server for the common request: HTTP/1.1,
+//! no body, no upgrade, routed to an HTTP/1.1 upstream (most API reads).
+//!
+//! Such a request is never turned into a `HeaderMap`: its head stays the
+//! bytes the client sent, the fields forwarded are copied as they are
+//! (hop-by-hop ones dropped, forwarding and tracing ones added), and the
+//! response head is written straight into one buffer with the first body
+//! bytes. hyper's server costs more than the rest of the proxy together
+//! on this path (parsing every field into a map, a dispatcher, a boxed
+//! service future); the request-level policies — routing, balancing,
+//! retries, outlier ejection, timeouts, access log, metrics — are the
+//! same functions the hyper path calls.
+//!
+//! Anything else — h2c, a body, an upgrade, `Expect`, an absolute-form
+//! target, no route, a head hyper must refuse — hands the connection,
+//! with the bytes already read, to hyper's server for the rest of its
+//! life, so refusals and the rarer features have one implementation.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use glass_model::UpstreamProtocol;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::access_log::push_u64;
+use crate::body::ProxyBody;
+use crate::endpoint::Endpoint;
+use crate::headers::{self, Fields};
+use crate::proxy::{self, Conn, Exchange, Keys, Shared};
+use crate::retry::idempotent;
+use crate::table::RouteEntry;
+
+/// The first read of a connection; the buffer grows when heads are larger.
+const FIRST_READ: usize = 4 * 1024;
+/// Most fields parsed here; a request with more goes to hyper, which
+/// applies the configured limit.
+const MAX_FIELDS: usize = 128;
+/// Body bytes gathered before a write.
+const WRITE_CHUNK: usize = 16 * 1024;
+
+/// How a connection served here ended.
+pub(crate) enum Ended<S> {
+    /// Closed: by the client, a timeout, an error or shutdown.
+    Closed,
+    /// Goes on in hyper, starting with the bytes read so far.
+    HandOver(Prefixed<S>),
+}
+
+/// Serves requests on `io` until the connection ends or one of them is
+/// not for this server.
+pub(crate) async fn serve<S>(
+    mut io: S,
+    shared: &Shared,
+    conn: &Conn,
+    drain: &mut watch::Receiver<()>,
+) -> Ended<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    let mut upstream_head = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(FIRST_READ);
+    // One request's worth of state, reused: its buffers stay allocated.
+    let mut request = RawRequest::default();
+    // Watched for the whole connection: one registration, not one per request.
+    let mut draining = std::pin::pin!(drain.changed());
+    loop {
+        match read_head(&mut io, &mut buf, &mut request, shared, draining.as_mut()).await {
+            Read::Head => {}
+            Read::Closed => return Ended::Closed,
+            Read::HandOver => return Ended::HandOver(Prefixed::new(buf.freeze(), io)),
+        }
+        let table = shared.table.load();
+        let entry = table
+            .find(&request.host, request.path(), &request.method, &request)
+            .filter(|e| e.route.protocol == UpstreamProtocol::Http1)
+            .cloned();
+        drop(table);
+        let Some(entry) = entry else {
+            // hyper answers (404, or the route's protocol) from here on.
+            let mut all = BytesMut::from(&request.head[..]);
+            all.extend_from_slice(&buf);
+            return Ended::HandOver(Prefixed::new(all.freeze(), io));
+        };
+        let head_only = request.method == Method::HEAD;
+        let close = request.close;
+        let response = exchange(shared, conn, &entry, &mut request, &mut upstream_head).await;
+        let keep = write_response(&mut io, &mut out, response, head_only, close).await;
+        if !keep || is_ready(draining.as_mut()) {
+            let _ = io.shutdown().await;
+            return Ended::Closed;
+        }
+    }
+}
+
+/// Whether `future` has completed, without waiting.
+fn is_ready(future: Pin<&mut impl Future>) -> bool {
+    future
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        .is_ready()
+}
+
+enum Read {
+    /// `request` holds the next request.
+    Head,
+    Closed,
+    HandOver,
+}
+
+/// Reads until `buf` holds a complete head and parses it into `request`,
+/// within the header-read timeout (slowloris); an idle connection also
+/// ends when `draining` completes.
+async fn read_head<S>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    request: &mut RawRequest,
+    shared: &Shared,
+    mut draining: Pin<&mut impl Future>,
+) -> Read
+where
+    S: AsyncRead + Unpin,
+{
+    let config = &shared.config;
+    let mut deadline = None;
+    loop {
+        if !buf.is_empty() {
+            match request.parse(buf, config.max_header_bytes, config.max_headers) {
+                Parsed::Complete => return Read::Head,
+                Parsed::Partial if buf.len() <= config.max_header_bytes => {}
+                Parsed::Partial | Parsed::NotHere => return Read::HandOver,
+            }
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + config.header_read_timeout);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(FIRST_READ);
+        }
+        let idle = buf.is_empty();
+        let read = tokio::time::timeout_at(deadline, tokio_util::io::read_buf(io, buf));
+        let read = if idle {
+            tokio::select! {
+                biased;
+                _ = &mut draining => return Read::Closed,
+                r = read => r,
+            }
+        } else {
+            read.await
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            // Timed out (slowloris), closed, or broken.
+            _ => return Read::Closed,
+        }
+    }
+}
+
+/// A request head as received, with what the gateway needs located.
+#[derive(Default)]
+struct RawRequest {
+    /// The head's bytes, request line to the blank line.
+    head: Bytes,
+    method: Method,
+    target: Range<usize>,
+    /// Name and value of every field, in order.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The `Host`, lowercase, without port.
+    host: String,
+    host_value: Range<usize>,
+    /// `Connection: close`.
+    close: bool,
+    /// A client `x-request-id` worth keeping.
+    request_id: Option<Range<usize>>,
+    /// A client `traceparent` worth propagating.
+    traceparent: Option<Range<usize>>,
+    content_length: bool,
+}
+
+enum Parsed {
+    Complete,
+    Partial,
+    /// Valid or not, hyper's to answer.
+    NotHere,
+}
+
+impl RawRequest {
+    /// Parses the head at the front of `buf` into `self` and takes it out
+    /// of `buf`; anything this server does not handle is
+    /// [`Parsed::NotHere`], `buf` untouched. A head over the configured
+    /// limits is not handled either: hyper refuses it.
+    fn parse(&mut self, buf: &mut BytesMut, max_bytes: usize, max_fields: usize) -> Parsed {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut slots[..max_fields.min(MAX_FIELDS)],
+        ) {
+            Ok(httparse::Status::Complete(len)) if len <= max_bytes => len,
+            Ok(httparse::Status::Complete(_)) => return Parsed::NotHere,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::NotHere,
+        };
+        if req.version != Some(1) {
+            return Parsed::NotHere;
+        }
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Parsed::NotHere;
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return Parsed::NotHere;
+        };
+        if method == Method::CONNECT || !path.starts_with('/') {
+            return Parsed::NotHere;
+        }
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        *self = RawRequest {
+            head: Bytes::new(),
+            method,
+            target: span(path.as_bytes()),
+            fields,
+            host: String::new(),
+            host_value: 0..0,
+            close: false,
+            request_id: None,
+            traceparent: None,
+            content_length: false,
+        };
+        let request = self;
+        let mut hosts = 0;
+        for field in req.headers.iter() {
+            let (name, value) = (field.name.as_bytes(), field.value);
+            let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
+            if is("host") {
+                hosts += 1;
+                request.host_value = span(value);
+            } else if is("content-length") {
+                // Only an explicit empty body stays here.
+                if request.content_length || value != b"0" {
+                    return Parsed::NotHere;
+                }
+                request.content_length = true;
+            } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+                return Parsed::NotHere;
+            } else if is("connection") {
+                for token in value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        request.close = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                        // Fields named as hop-by-hop: hyper's path removes them.
+                        return Parsed::NotHere;
+                    }
+                }
+            } else if is("content-type") && value.starts_with(b"application/grpc") {
+                return Parsed::NotHere;
+            } else if is("x-request-id") {
+                if request.request_id.is_none() && headers::sane_request_id(value) {
+                    request.request_id = Some(span(value));
+                }
+            } else if is("traceparent")
+                && request.traceparent.is_none()
+                && headers::propagated_traceparent(value)
+            {
+                request.traceparent = Some(span(value));
+            }
+            request.fields.push((span(name), span(value)));
+        }
+        if hosts != 1 {
+            return Parsed::NotHere;
+        }
+        request.host = host_name(&buf[request.host_value.clone()]);
+        request.head = buf.split_to(len).freeze();
+        Parsed::Complete
+    }
+
+    fn bytes(&self, range: &Range<usize>) -> &[u8] {
+        &self.head[range.clone()]
+    }
+
+    /// A field value that shares the head's bytes.
+    fn value(&self, range: &Range<usize>) -> HeaderValue {
+        HeaderValue::from_maybe_shared(self.head.slice(range.clone()))
+            .expect("httparse admits only valid field values")
+    }
+
+    fn target(&self) -> &str {
+        // httparse admits only visible ASCII in a request target.
+        std::str::from_utf8(self.bytes(&self.target)).unwrap_or("/")
+    }
+
+    fn path(&self) -> &str {
+        let target = self.target();
+        target.split_once('?').map_or(target, |(p, _)| p)
+    }
+}
+
+impl Fields for RawRequest {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| self.bytes(n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| self.bytes(v))
+    }
+}
+
+/// `Host` as routing wants it: lowercase, no port.
+fn host_name(value: &[u8]) -> String {
+    let value = std::str::from_utf8(value).unwrap_or("");
+    let host = if value.starts_with('[') {
+        value.split_inclusive(']').next().unwrap_or("")
+    } else {
+        value.split(':').next().unwrap_or("")
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Runs the exchange for `request` on `entry`; failures become responses.
+async fn exchange(
+    shared: &Shared,
+    conn: &Conn,
+    entry: &Arc<RouteEntry>,
+    request: &mut RawRequest,
+    upstream_head: &mut Vec<u8>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let timeouts = entry.route.timeouts;
+    let deadline = timeouts.total.map(|t| started + t);
+    let target = PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()))
+        .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+    let mut exchange = Exchange {
+        arrived: SystemTime::now(),
+        started,
+        request_id: HeaderValue::from_static(""),
+        trace: HeaderValue::from_static(""),
+        method: request.method.clone(),
+        host: std::mem::take(&mut request.host),
+        uri: Uri::from(target),
+        protocol: "HTTP/1.1",
+        client: conn.forwarding.xff.clone(),
+        route: Some(entry.name.clone()),
+        upstream: None,
+        attempts: 0,
+        deadline,
+    };
+    upstream_head.clear();
+    encode_upstream_head(upstream_head, request, entry, shared, conn, &mut exchange);
+    let keys = Keys::of(entry, &*request);
+    let key = keys.pick_key(conn.peer.ip());
+    let method = &request.method;
+    let encoded = &upstream_head[..];
+    let send = |endpoint: Arc<Endpoint>, start| async move {
+        proxy::send_h1(&endpoint, method, encoded, timeouts, start, deadline).await
+    };
+    let retry_allowed = idempotent(method);
+    match proxy::attempts(
+        shared,
+        entry,
+        &key,
+        &mut exchange,
+        retry_allowed,
+        true,
+        send,
+    )
+    .await
+    {
+        Ok((resp, in_flight)) => proxy::respond(
+            shared,
+            entry,
+            resp,
+            &mut exchange,
+            in_flight,
+            None,
+            keys.sticky.as_deref(),
+        ),
+        Err(err) => proxy::fail(shared, Some(entry), &mut exchange, &err, false),
+    }
+}
+
+/// Writes the head sent upstream: the client's fields as they came,
+/// except hop-by-hop ones, untrusted forwarding ones and those the
+/// route's edits replace; then forwarding, request id, trace context and
+/// the edits' own — the same outcome as the hyper path's header handling.
+fn encode_upstream_head(
+    out: &mut Vec<u8>,
+    request: &RawRequest,
+    entry: &RouteEntry,
+    shared: &Shared,
+    conn: &Conn,
+    exchange: &mut Exchange,
+) {
+    let spec = &entry.route.spec;
+    let strip = spec
+        .strip_prefix
+        .then_some(spec.matcher.path_prefix.as_deref())
+        .flatten();
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    match strip {
+        None => out.extend_from_slice(request.bytes(&request.target)),
+        Some(_) => out.extend_from_slice(proxy::rewrite_path(request.target(), strip).as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let trusted = shared.config.trusts(conn.peer.ip());
+    let mut prior_xff: Vec<u8> = Vec::new();
+    let mut prior_forwarded: Vec<u8> = Vec::new();
+    let (mut has_proto, mut has_forwarded_host) = (false, false);
+    for (name, value) in &request.fields {
+        let (name, value) = (request.bytes(name), request.bytes(value));
+        let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        if headers::is_hop_by_hop(name)
+            || is(&headers::X_REQUEST_ID)
+            || is(&headers::TRACEPARENT)
+            || (request.traceparent.is_none() && name.eq_ignore_ascii_case(b"tracestate"))
+        {
+            continue;
+        }
+        if is(&headers::X_FORWARDED_FOR) || is(&headers::FORWARDED) {
+            if trusted {
+                let list = if is(&headers::FORWARDED) {
+                    &mut prior_forwarded
+                } else {
+                    &mut prior_xff
+                };
+                list.extend_from_slice(value);
+                list.extend_from_slice(b", ");
+            }
+            continue;
+        }
+        if is(&headers::X_FORWARDED_PROTO) || is(&headers::X_FORWARDED_HOST) {
+            if !trusted {
+                continue;
+            }
+            has_proto |= is(&headers::X_FORWARDED_PROTO);
+            has_forwarded_host |= is(&headers::X_FORWARDED_HOST);
+        }
+        if entry.request_edits.drops(name) {
+            continue;
+        }
+        field(out, name, value);
+    }
+
+    let forwarding = &conn.forwarding;
+    prior_xff.extend_from_slice(forwarding.xff.as_bytes());
+    field(out, b"x-forwarded-for", &prior_xff);
+    if !has_proto {
+        field(out, b"x-forwarded-proto", forwarding.proto.as_bytes());
+    }
+    let host = request.bytes(&request.host_value);
+    if !has_forwarded_host {
+        field(out, b"x-forwarded-host", host);
+    }
+    prior_forwarded.extend_from_slice(forwarding.params.as_bytes());
+    if headers::forwarded_host_ok(host) {
+        prior_forwarded.extend_from_slice(b";host=");
+        prior_forwarded.extend_from_slice(host);
+    }
+    field(out, b"forwarded", &prior_forwarded);
+
+    exchange.request_id = match &request.request_id {
+        Some(id) => request.value(id),
+        None => HeaderValue::from_bytes(&headers::new_request_id()).expect("hex is valid"),
+    };
+    field(out, b"x-request-id", exchange.request_id.as_bytes());
+    exchange.trace = match &request.traceparent {
+        Some(tp) => request.value(tp),
+        None => HeaderValue::from_bytes(&headers::new_traceparent()).expect("hex is valid"),
+    };
+    field(out, b"traceparent", exchange.trace.as_bytes());
+    for (name, value) in entry.request_edits.added() {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // Some servers want a length on methods that usually carry a body.
+    if !request.content_length
+        && matches!(request.method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        field(out, b"content-length", b"0");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `response` to the client; whether the connection can carry
+/// another request. The head and the first body bytes leave in one write;
+/// a body without a known length is sent chunked, its trailers too.
+async fn write_response<S>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    response: Response<ProxyBody>,
+    head_only: bool,
+    client_close: bool,
+) -> bool
+where
+    S: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut close = client_close;
+    let mut length = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION {
+            close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            continue;
+        }
+        length |= name == header::CONTENT_LENGTH;
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let bodiless = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let exact = body.size_hint().exact();
+    let chunked = !bodiless && !length && exact.is_none();
+    if !bodiless
+        && !length
+        && let Some(n) = exact
+    {
+        out.extend_from_slice(b"content-length: ");
+        push_u64(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        field(out, b"transfer-encoding", b"chunked");
+    }
+    if close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodiless {
+        drop(body);
+        return io.write_all(out).await.is_ok() && !close;
+    }
+    let mut complete = false;
+    loop {
+        // Whatever is ready joins the buffer; the buffer leaves before
+        // waiting for more, so a slow stream (SSE) is never held back.
+        let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
+            .await
+        {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if io.write_all(out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+                body.frame().await
+            }
+        };
+        match frame {
+            None => {
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                complete = true;
+                break;
+            }
+            Some(Err(_)) => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if chunked {
+                        push_hex(out, data.len());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(&data);
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                Err(frame) => {
+                    if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                        out.extend_from_slice(b"0\r\n");
+                        for (name, value) in &trailers {
+                            field(out, name.as_str().as_bytes(), value.as_bytes());
+                        }
+                        out.extend_from_slice(b"\r\n");
+                        complete = true;
+                        break;
+                    }
+                }
+            },
+        }
+        if out.len() >= WRITE_CHUNK {
+            if io.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+    }
+    // A body cut short ends the connection: the client must not take
+    // what it got for the whole answer.
+    io.write_all(out).await.is_ok() && complete && !close
+}
+
+/// `n` in lowercase hex, as a chunk size.
+fn push_hex(out: &mut Vec<u8>, n: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(n >> (i * 4)) & 0xf]);
+    }
+}
+
+/// A connection with bytes already read from it in front.
+pub(crate) struct Prefixed<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Bytes, io: S) -> Self {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
