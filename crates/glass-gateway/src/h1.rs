@@ -12,6 +12,7 @@
 //! frame with certainty closes the connection instead of reusing it.
 
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::endpoint::Endpoint;
+use crate::headers::Fields;
 use crate::retry::idempotent;
 
 /// Idle connections kept per upstream address.
@@ -155,7 +157,7 @@ pub(crate) async fn send(
     method: &Method,
     request: &[u8],
     connect_timeout: Duration,
-) -> Result<Response<H1Body>, H1Error> {
+) -> Result<(RawHead, H1Body), H1Error> {
     let pool = &endpoint.state.idle;
     if let Some(io) = pool.take() {
         match exchange(io, request, method, endpoint).await {
@@ -207,7 +209,7 @@ async fn exchange(
     request: &[u8],
     method: &Method,
     endpoint: &Endpoint,
-) -> Result<Response<H1Body>, Failure> {
+) -> Result<(RawHead, H1Body), Failure> {
     if let Err(e) = io.write_all(request).await {
         return Err(Failure::Stale(format!("writing the request: {e}")));
     }
@@ -237,7 +239,8 @@ async fn exchange(
         // one follows, in these bytes or the next.
         while let Some(parsed) = parse_head(&mut buf, method).map_err(Failure::Broken)? {
             if let Parsed::Final(head) = parsed {
-                return Ok(H1Body::respond(head, io, buf, endpoint));
+                let body = H1Body::new(&head, io, buf, endpoint);
+                return Ok((head, body));
             }
         }
     }
@@ -245,15 +248,59 @@ async fn exchange(
 
 enum Parsed {
     Informational,
-    Final(Head),
+    Final(RawHead),
 }
 
-/// A parsed response head.
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
+/// A response head as received: the bytes, with the fields located.
+/// The gateway's own HTTP/1.1 server copies it to the client as it is;
+/// hyper's path turns it into a [`Response`] ([`RawHead::into_response`]).
+pub(crate) struct RawHead {
+    bytes: Bytes,
+    pub(crate) status: StatusCode,
+    /// Name and value of every field, in order.
+    fields: Vec<(Range<usize>, Range<usize>)>,
     framing: Framing,
     keep_alive: bool,
+    /// Framed both ways: its `Content-Length` must not reach the client.
+    drop_length: bool,
+}
+
+impl RawHead {
+    /// Every field as (name, value), in order, except a `Content-Length`
+    /// that must not be passed on.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.bytes[n.clone()], &self.bytes[v.clone()]))
+            .filter(|(n, _)| !(self.drop_length && n.eq_ignore_ascii_case(b"content-length")))
+    }
+
+    /// The head as a [`Response`] around `body`, for hyper's server.
+    pub(crate) fn into_response<B>(self, body: B) -> Result<Response<B>, String> {
+        // Room for what the gateway adds (request id, sticky cookie).
+        let mut headers = HeaderMap::with_capacity(self.fields.len() + 2);
+        for (name, value) in self.fields() {
+            let name = HeaderName::from_bytes(name)
+                .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
+            let value = HeaderValue::from_maybe_shared(self.bytes.slice_ref(value))
+                .map_err(|_| format!("the upstream sent an invalid value for {name}"))?;
+            headers.append(name, value);
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = self.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+}
+
+impl Fields for RawHead {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| self.bytes[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.bytes[v.clone()])
+    }
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
@@ -314,72 +361,63 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Str
         buf.advance(len);
         return Ok(Some(Parsed::Informational));
     }
-    // Header values keep pointing into the received bytes (no copies).
+    // Fields stay in the received bytes (no copies).
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = resp
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let fields = resp
         .headers
         .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
         .collect();
     let http10 = resp.version == Some(0);
-    let bytes = buf.split_to(len).freeze();
-    // Room for what the gateway adds (request id, sticky cookie).
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-    for &(ns, ne, vs, ve) in &spans {
-        let name = HeaderName::from_bytes(&bytes[ns..ne])
-            .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
-            .map_err(|_| format!("the upstream sent an invalid value for {name}"))?;
-        headers.append(name, value);
-    }
-    let framing = framing(status, method, &headers)?;
-    let mut keep_alive = keep_alive(&headers, http10) && framing != Framing::UntilClose;
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH)
-    {
+    let mut head = RawHead {
+        bytes: buf.split_to(len).freeze(),
+        status,
+        fields,
+        framing: Framing::UntilClose,
+        keep_alive: false,
+        drop_length: false,
+    };
+    head.framing = framing(status, method, &head)?;
+    head.keep_alive = keep_alive(&head, http10) && head.framing != Framing::UntilClose;
+    if head.first("transfer-encoding").is_some() && head.first("content-length").is_some() {
         // Framed two ways (RFC 9112 §6.3): Transfer-Encoding wins, the
         // length must not reach the client (it would frame the body
         // differently), and the connection is not trusted again.
-        headers.remove(header::CONTENT_LENGTH);
-        keep_alive = false;
+        head.drop_length = true;
+        head.keep_alive = false;
     }
-    Ok(Some(Parsed::Final(Head {
-        status,
-        headers,
-        framing,
-        keep_alive,
-    })))
+    Ok(Some(Parsed::Final(head)))
 }
 
 /// The body's framing (RFC 9112 §6.3).
-fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<Framing, String> {
+fn framing(status: StatusCode, method: &Method, headers: &impl Fields) -> Result<Framing, String> {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing::Length(0));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if headers.first("transfer-encoding").is_some() {
         // Chunked must be the final coding; anything else runs to the close.
         let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .values("transfer-encoding")
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .rfind(|t| !t.is_empty());
+            .filter(|t| !t.is_empty())
+            .last();
         return Ok(match last {
             Some(t) if t.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
             _ => Framing::UntilClose,
         });
     }
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in headers.values("content-length") {
+        for part in value.split(|&b| b == b',') {
             let n = std::str::from_utf8(part)
                 .ok()
                 .map(str::trim)
@@ -396,13 +434,12 @@ fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<F
 }
 
 /// Whether the connection may carry another request after this response.
-fn keep_alive(headers: &HeaderMap, http10: bool) -> bool {
+fn keep_alive(headers: &impl Fields, http10: bool) -> bool {
     let mut close = false;
     let mut keep = false;
     for token in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values("connection")
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
     {
@@ -425,7 +462,7 @@ pub(crate) struct H1Body {
 }
 
 impl H1Body {
-    fn respond(head: Head, io: TcpStream, buf: BytesMut, endpoint: &Endpoint) -> Response<H1Body> {
+    fn new(head: &RawHead, io: TcpStream, buf: BytesMut, endpoint: &Endpoint) -> H1Body {
         let mut body = H1Body {
             io: Some(io),
             buf,
@@ -436,11 +473,7 @@ impl H1Body {
         if body.framing == Framing::Length(0) {
             body.finish();
         }
-        let mut resp = Response::new(body);
-        *resp.status_mut() = head.status;
-        *resp.version_mut() = Version::HTTP_11;
-        *resp.headers_mut() = head.headers;
-        resp
+        body
     }
 
     /// The body ended: the connection goes back to the pool if it can
@@ -657,7 +690,7 @@ mod tests {
         parse_head(&mut BytesMut::from(raw), method)
     }
 
-    fn final_head(raw: &[u8]) -> Head {
+    fn final_head(raw: &[u8]) -> RawHead {
         match head(raw, &Method::GET) {
             Ok(Some(Parsed::Final(h))) => h,
             _ => panic!("no final head in {:?}", String::from_utf8_lossy(raw)),
@@ -676,7 +709,8 @@ mod tests {
         );
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
         assert!(
-            !h.headers.contains_key(header::CONTENT_LENGTH),
+            !h.fields()
+                .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length")),
             "the length is dropped"
         );
         assert!(
@@ -842,7 +876,7 @@ mod tests {
             target: "/",
             headers: &headers,
         };
-        let resp = send(
+        let (head, body) = send(
             endpoint,
             head.method,
             &head.encode(),
@@ -850,6 +884,7 @@ mod tests {
         )
         .await
         .unwrap();
+        let resp = head.into_response(body).unwrap();
         let status = resp.status();
         let collected = resp.into_body().collect().await.unwrap();
         let trailers = collected.trailers().cloned();
@@ -927,6 +962,7 @@ mod tests {
         };
         let resp = send(&ep, head.method, &head.encode(), Duration::from_secs(1))
             .await
+            .map(|(h, b)| h.into_response(b).unwrap())
             .unwrap();
         assert_eq!(resp.headers()["x-big"].len(), big.len());
         use http_body_util::BodyExt;
@@ -975,7 +1011,10 @@ mod tests {
             target: "/",
             headers: &headers,
         };
-        match send(&ep, head.method, &head.encode(), Duration::from_secs(1)).await {
+        match send(&ep, head.method, &head.encode(), Duration::from_secs(1))
+            .await
+            .map(|(h, b)| h.into_response(b).unwrap())
+        {
             Err(H1Error::Upstream(_)) => {}
             other => panic!(
                 "a POST on a stale connection was resent: {:?}",
@@ -1003,6 +1042,7 @@ mod tests {
             };
             let resp = send(&ep, head.method, &head.encode(), Duration::from_secs(1))
                 .await
+                .map(|(h, b)| h.into_response(b).unwrap())
                 .unwrap();
             assert!(resp.into_body().collect().await.is_err());
             assert_eq!(ep.state.idle.len(), 0);

@@ -28,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use glass_model::UpstreamProtocol;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Response, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -36,8 +36,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::access_log::push_u64;
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::endpoint::Endpoint;
+use crate::h1;
 use crate::headers::{self, Fields};
 use crate::proxy::{self, Conn, Exchange, Keys, Shared};
 use crate::retry::idempotent;
@@ -97,8 +98,21 @@ where
         };
         let head_only = request.method == Method::HEAD;
         let close = request.close;
-        let response = exchange(shared, conn, &entry, &mut request, &mut upstream_head).await;
-        let keep = write_response(&mut io, &mut out, response, head_only, close).await;
+        let respond = Respond {
+            out: &mut out,
+            head_only,
+            client_close: close,
+        };
+        let (body, plan) = exchange(
+            shared,
+            conn,
+            &entry,
+            &mut request,
+            &mut upstream_head,
+            respond,
+        )
+        .await;
+        let keep = write_body(&mut io, &mut out, body, plan).await;
         if !keep || is_ready(draining.as_mut()) {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -339,7 +353,8 @@ async fn exchange(
     entry: &Arc<RouteEntry>,
     request: &mut RawRequest,
     upstream_head: &mut Vec<u8>,
-) -> Response<ProxyBody> {
+    respond: Respond<'_>,
+) -> (ProxyBody, Plan) {
     let started = Instant::now();
     let timeouts = entry.route.timeouts;
     let deadline = timeouts.total.map(|t| started + t);
@@ -367,7 +382,7 @@ async fn exchange(
     let method = &request.method;
     let encoded = &upstream_head[..];
     let send = |endpoint: Arc<Endpoint>, start| async move {
-        proxy::send_h1(&endpoint, method, encoded, timeouts, start, deadline).await
+        proxy::send_h1_raw(&endpoint, method, encoded, timeouts, start, deadline).await
     };
     let retry_allowed = idempotent(method);
     match proxy::attempts(
@@ -381,16 +396,24 @@ async fn exchange(
     )
     .await
     {
-        Ok((resp, in_flight)) => proxy::respond(
-            shared,
-            entry,
-            resp,
-            &mut exchange,
-            in_flight,
-            None,
-            keys.sticky.as_deref(),
-        ),
-        Err(err) => proxy::fail(shared, Some(entry), &mut exchange, &err, false),
+        Ok(((head, body), in_flight)) => {
+            drop(in_flight);
+            let plan = respond.raw(&head, entry, &exchange, keys.sticky.as_deref());
+            let body = proxy::response_body(
+                shared,
+                entry,
+                &mut exchange,
+                head.status,
+                UpstreamBody::H1(body),
+            );
+            (body, plan)
+        }
+        Err(err) => {
+            let response = proxy::fail(shared, Some(entry), &mut exchange, &err, false);
+            let (parts, body) = response.into_parts();
+            let exact = body.size_hint().exact();
+            (body, respond.made(&parts, exact))
+        }
     }
 }
 
@@ -458,9 +481,12 @@ fn encode_upstream_head(
         field(out, name, value);
     }
 
+    // Forwarding fields: a trusted proxy's values first, then this hop's.
     let forwarding = &conn.forwarding;
-    prior_xff.extend_from_slice(forwarding.xff.as_bytes());
-    field(out, b"x-forwarded-for", &prior_xff);
+    out.extend_from_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(&prior_xff);
+    out.extend_from_slice(forwarding.xff.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if !has_proto {
         field(out, b"x-forwarded-proto", forwarding.proto.as_bytes());
     }
@@ -468,12 +494,14 @@ fn encode_upstream_head(
     if !has_forwarded_host {
         field(out, b"x-forwarded-host", host);
     }
-    prior_forwarded.extend_from_slice(forwarding.params.as_bytes());
+    out.extend_from_slice(b"forwarded: ");
+    out.extend_from_slice(&prior_forwarded);
+    out.extend_from_slice(forwarding.params.as_bytes());
     if headers::forwarded_host_ok(host) {
-        prior_forwarded.extend_from_slice(b";host=");
-        prior_forwarded.extend_from_slice(host);
+        out.extend_from_slice(b";host=");
+        out.extend_from_slice(host);
     }
-    field(out, b"forwarded", &prior_forwarded);
+    out.extend_from_slice(b"\r\n");
 
     exchange.request_id = match &request.request_id {
         Some(id) => request.value(id),
@@ -504,62 +532,138 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes `response` to the client; whether the connection can carry
-/// another request. The head and the first body bytes leave in one write;
-/// a body without a known length is sent chunked, its trailers too.
-async fn write_response<S>(
-    io: &mut S,
-    out: &mut Vec<u8>,
-    response: Response<ProxyBody>,
+/// Where and how a response head is written.
+struct Respond<'a> {
+    out: &'a mut Vec<u8>,
     head_only: bool,
     client_close: bool,
-) -> bool
+}
+
+/// How the body follows the head written.
+struct Plan {
+    /// No body (`HEAD`, 204, 304).
+    bodiless: bool,
+    /// Sent chunked (the upstream gave no length).
+    chunked: bool,
+    /// The connection closes after this response.
+    close: bool,
+}
+
+impl Respond<'_> {
+    fn status_line(&mut self, status: StatusCode) {
+        self.out.clear();
+        self.out.extend_from_slice(b"HTTP/1.1 ");
+        self.out.extend_from_slice(status.as_str().as_bytes());
+        self.out.push(b' ');
+        self.out
+            .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Ends the head: framing and connection fields, the blank line.
+    fn finish(self, status: StatusCode, length: Option<Option<u64>>, close: bool) -> Plan {
+        let bodiless = self.head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let mut chunked = false;
+        if !bodiless {
+            match length {
+                // The head already has its Content-Length.
+                Some(None) => {}
+                Some(Some(n)) => {
+                    self.out.extend_from_slice(b"content-length: ");
+                    push_u64(self.out, n);
+                    self.out.extend_from_slice(b"\r\n");
+                }
+                None => {
+                    chunked = true;
+                    field(self.out, b"transfer-encoding", b"chunked");
+                }
+            }
+        }
+        if close {
+            field(self.out, b"connection", b"close");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        Plan {
+            bodiless,
+            chunked,
+            close,
+        }
+    }
+
+    /// The head for an upstream's answer, from the bytes it sent: the same
+    /// fields the hyper path's `respond` leaves (hop-by-hop ones and those
+    /// the upstream's `Connection` names dropped, the route's edits, the
+    /// request id, the sticky cookie).
+    fn raw(
+        mut self,
+        head: &h1::RawHead,
+        entry: &RouteEntry,
+        exchange: &Exchange,
+        sticky: Option<&str>,
+    ) -> Plan {
+        self.status_line(head.status);
+        let named: smallvec::SmallVec<[&[u8]; 4]> = head
+            .values("connection")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        let mut length = false;
+        for (name, value) in head.fields() {
+            if headers::is_hop_by_hop(name)
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+                || name.eq_ignore_ascii_case(headers::X_REQUEST_ID.as_str().as_bytes())
+                || entry.response_edits.drops(name)
+            {
+                continue;
+            }
+            length |= name.eq_ignore_ascii_case(b"content-length");
+            field(self.out, name, value);
+        }
+        for (name, value) in entry.response_edits.added() {
+            field(self.out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        field(self.out, b"x-request-id", exchange.request_id.as_bytes());
+        if let Some(cookie) = proxy::sticky_cookie(entry, exchange, sticky) {
+            field(self.out, b"set-cookie", cookie.as_bytes());
+        }
+        let close = self.client_close;
+        self.finish(head.status, length.then_some(None), close)
+    }
+
+    /// The head for a response the gateway made (errors); `exact` is its
+    /// body's length.
+    fn made(mut self, parts: &http::response::Parts, exact: Option<u64>) -> Plan {
+        self.status_line(parts.status);
+        let mut close = self.client_close;
+        let mut length = false;
+        for (name, value) in &parts.headers {
+            if name == header::CONNECTION {
+                close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+                continue;
+            }
+            length |= name == header::CONTENT_LENGTH;
+            field(self.out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        let length = if length { Some(None) } else { exact.map(Some) };
+        self.finish(parts.status, length, close)
+    }
+}
+
+/// Writes the body after the head already in `out`; whether the
+/// connection can carry another request. The head and the first body
+/// bytes leave in one write; a chunked body's trailers are passed on.
+async fn write_body<S>(io: &mut S, out: &mut Vec<u8>, mut body: ProxyBody, plan: Plan) -> bool
 where
     S: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut close = client_close;
-    let mut length = false;
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION {
-            close |= value.as_bytes().eq_ignore_ascii_case(b"close");
-            continue;
-        }
-        length |= name == header::CONTENT_LENGTH;
-        field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    let bodiless = head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let exact = body.size_hint().exact();
-    let chunked = !bodiless && !length && exact.is_none();
-    if !bodiless
-        && !length
-        && let Some(n) = exact
-    {
-        out.extend_from_slice(b"content-length: ");
-        push_u64(out, n);
-        out.extend_from_slice(b"\r\n");
-    }
-    if chunked {
-        field(out, b"transfer-encoding", b"chunked");
-    }
-    if close {
-        field(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"\r\n");
-    if bodiless {
+    if plan.bodiless {
         drop(body);
-        return io.write_all(out).await.is_ok() && !close;
+        return io.write_all(out).await.is_ok() && !plan.close;
     }
+    let chunked = plan.chunked;
     let mut complete = false;
     loop {
         // Whatever is ready joins the buffer; the buffer leaves before
@@ -621,7 +725,7 @@ where
     }
     // A body cut short ends the connection: the client must not take
     // what it got for the whole answer.
-    io.write_all(out).await.is_ok() && complete && !close
+    io.write_all(out).await.is_ok() && complete && !plan.close
 }
 
 /// `n` in lowercase hex, as a chunk size.

@@ -562,9 +562,9 @@ async fn forward(
     ))
 }
 
-/// One attempt on the gateway's own HTTP/1.1 path: `request` is the
-/// encoded head, `start` when the attempt began, `deadline` the
-/// exchange's total one.
+/// One attempt on the gateway's own HTTP/1.1 path, answered as a
+/// [`Response`] (for hyper's server): `request` is the encoded head,
+/// `start` when the attempt began, `deadline` the exchange's total one.
 pub(crate) async fn send_h1(
     endpoint: &Endpoint,
     method: &Method,
@@ -573,10 +573,23 @@ pub(crate) async fn send_h1(
     start: Instant,
     deadline: Option<Instant>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
+    let (head, body) = send_h1_raw(endpoint, method, request, timeouts, start, deadline).await?;
+    head.into_response(UpstreamBody::H1(body))
+        .map_err(|why| GatewayError::new(Kind::Upstream(why), Side::Upstream, true))
+}
+
+/// [`send_h1`], answered with the response head as received.
+pub(crate) async fn send_h1_raw(
+    endpoint: &Endpoint,
+    method: &Method,
+    request: &[u8],
+    timeouts: glass_model::Timeouts,
+    start: Instant,
+    deadline: Option<Instant>,
+) -> Result<(h1::RawHead, h1::H1Body), GatewayError> {
     let call = async {
         h1::send(endpoint, method, request, timeouts.connect)
             .await
-            .map(|r| r.map(UpstreamBody::H1))
             .map_err(|e| match e {
                 h1::H1Error::Connect(why) => {
                     GatewayError::new(Kind::Connect(why), Side::Upstream, true)
@@ -589,13 +602,30 @@ pub(crate) async fn send_h1(
     within(call, timeouts.header, timeouts.idle, None, start, deadline).await
 }
 
+/// An upstream's answer, as far as retrying is concerned.
+pub(crate) trait Answer {
+    fn status(&self) -> http::StatusCode;
+}
+
+impl<B> Answer for Response<B> {
+    fn status(&self) -> http::StatusCode {
+        Response::status(self)
+    }
+}
+
+impl Answer for (h1::RawHead, h1::H1Body) {
+    fn status(&self) -> http::StatusCode {
+        self.0.status
+    }
+}
+
 /// Picks endpoints and sends until one answers or the retries run out:
 /// the circuit breaker, retry budget, backoff and outlier accounting of
 /// every request, whichever server received it. `send` makes one attempt
 /// (given when it starts);
 /// `retry_allowed` says a failed or 5xx answer may be tried again,
 /// `connect_retry` that a connection failure may (nothing was sent).
-pub(crate) async fn attempts<F, Fut>(
+pub(crate) async fn attempts<F, Fut, R>(
     shared: &Shared,
     entry: &Arc<RouteEntry>,
     key: &PickKey<'_>,
@@ -603,10 +633,11 @@ pub(crate) async fn attempts<F, Fut>(
     retry_allowed: bool,
     connect_retry: bool,
     mut send: F,
-) -> Result<(Response<UpstreamBody>, InFlight), GatewayError>
+) -> Result<(R, InFlight), GatewayError>
 where
     F: FnMut(Arc<Endpoint>, Instant) -> Fut,
-    Fut: Future<Output = Result<Response<UpstreamBody>, GatewayError>>,
+    Fut: Future<Output = Result<R, GatewayError>>,
+    R: Answer,
 {
     let config = &shared.config;
     let route = &entry.route;
@@ -718,14 +749,14 @@ pub(crate) fn rewrite_path(pq: &str, strip: Option<&str>) -> String {
 /// while the request body is still moving only the idle timeout applies;
 /// once it is sent, the upstream has `header` to answer. `deadline`
 /// (total, grpc-timeout) caps everything.
-async fn within(
-    call: impl Future<Output = Result<Response<UpstreamBody>, GatewayError>>,
+async fn within<T>(
+    call: impl Future<Output = Result<T, GatewayError>>,
     header_timeout: Duration,
     idle: Duration,
     upload: Option<Arc<Upload>>,
     epoch: Instant,
     deadline: Option<Instant>,
-) -> Result<Response<UpstreamBody>, GatewayError> {
+) -> Result<T, GatewayError> {
     tokio::pin!(call);
     let mut wake = epoch + header_timeout;
     loop {
@@ -780,10 +811,7 @@ pub(crate) fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     sticky: Option<&str>,
 ) -> Response<ProxyBody> {
-    let deadline = exchange.deadline;
     let status = resp.status();
-    let head = exchange.started.elapsed();
-    entry.metrics.observe(status.as_u16(), head);
     let route = &entry.route;
     let switching = status == http::StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
@@ -804,16 +832,47 @@ pub(crate) fn respond(
     parts
         .headers
         .insert(headers::X_REQUEST_ID.clone(), exchange.request_id.clone());
-    if let (LbPolicy::Hash(HashOn::StickyCookie), Some(endpoint)) =
-        (entry.balancer.policy(), &exchange.upstream)
-        && sticky != Some(&*endpoint.instance)
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Lax",
-            entry.sticky_cookie, endpoint.instance
-        ))
-    {
+    if let Some(v) = sticky_cookie(entry, exchange, sticky) {
         parts.headers.append(header::SET_COOKIE, v);
     }
+    Response::from_parts(parts, response_body(shared, entry, exchange, status, body))
+}
+
+/// The gateway's sticky cookie for the instance that answered, unless the
+/// client already names it.
+pub(crate) fn sticky_cookie(
+    entry: &RouteEntry,
+    exchange: &Exchange,
+    sticky: Option<&str>,
+) -> Option<HeaderValue> {
+    let (LbPolicy::Hash(HashOn::StickyCookie), Some(endpoint)) =
+        (entry.balancer.policy(), &exchange.upstream)
+    else {
+        return None;
+    };
+    if sticky == Some(&*endpoint.instance) {
+        return None;
+    }
+    HeaderValue::from_str(&format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Lax",
+        entry.sticky_cookie, endpoint.instance
+    ))
+    .ok()
+}
+
+/// The response head is in: counts it, and wraps the upstream's body so
+/// it streams under the idle timeout and the deadline and writes the
+/// access log line when it ends.
+pub(crate) fn response_body(
+    shared: &Shared,
+    entry: &RouteEntry,
+    exchange: &mut Exchange,
+    status: http::StatusCode,
+    body: UpstreamBody,
+) -> ProxyBody {
+    let head = exchange.started.elapsed();
+    entry.metrics.observe(status.as_u16(), head);
+    let deadline = exchange.deadline;
     let on_end: Option<Box<dyn OnEnd>> = shared.log.enabled().then(|| {
         let exchange = std::mem::replace(exchange, placeholder(exchange));
         Box::new(LogOnEnd {
@@ -823,10 +882,7 @@ pub(crate) fn respond(
             head,
         }) as Box<dyn OnEnd>
     });
-    Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, route.timeouts.idle, deadline, on_end),
-    )
+    ProxyBody::upstream(body, entry.route.timeouts.idle, deadline, on_end)
 }
 
 fn placeholder(e: &Exchange) -> Exchange {

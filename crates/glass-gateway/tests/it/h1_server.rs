@@ -33,14 +33,19 @@ async fn both_servers_forward_the_same_fields() {
     g.route(static_route(
         "all",
         &[b.addr],
-        json!({"request_headers": {"add": {"x-added": "yes", "x-kept": "replaced"}, "remove": ["x-secret"]}}),
+        json!({
+            "request_headers": {"add": {"x-added": "yes", "x-kept": "replaced"}, "remove": ["x-secret"]},
+            "response_headers": {"add": {"x-served-by": "glass"}, "remove": ["x-backend"]},
+        }),
     ))
     .publish()
     .await;
     let mut c = h1(g.addr).await;
     // A GET without a body stays on the gateway's own server; a POST with
-    // one goes to hyper's. Upstream, they must look alike.
+    // one goes to hyper's. Upstream, and back at the client, they must
+    // look alike.
     let mut seen = Vec::new();
+    let mut answered = Vec::new();
     for (method, payload) in [("GET", ""), ("POST", "x")] {
         let mut req = http::Request::builder().method(method).uri("/same");
         for (name, value) in CLIENT_FIELDS {
@@ -51,8 +56,22 @@ async fn both_servers_forward_the_same_fields() {
         let mut fields = got.json()["headers"].as_object().unwrap().clone();
         fields.remove("content-length");
         seen.push(fields);
+        let mut back = got.headers.clone();
+        back.remove("content-length");
+        back.remove("date");
+        answered.push(back);
     }
     assert_eq!(seen[0], seen[1], "GET and POST were forwarded differently");
+    assert_eq!(
+        answered[0], answered[1],
+        "GET and POST were answered differently"
+    );
+    let back = &answered[0];
+    assert_eq!(back["x-request-id"], "abc-123");
+    assert_eq!(back["x-served-by"], "glass");
+    for gone in ["x-backend", "keep-alive", "x-drop-me", "connection"] {
+        assert!(back.get(gone).is_none(), "{gone} passed back: {back:?}");
+    }
     let f = &seen[0];
     assert_eq!(f["x-forwarded-for"], "127.0.0.1", "untrusted XFF replaced");
     assert_eq!(f["forwarded"], "for=127.0.0.1;proto=http;host=x.test");
