@@ -505,12 +505,12 @@ fn encode_upstream_head(
 
     exchange.request_id = match &request.request_id {
         Some(id) => request.value(id),
-        None => HeaderValue::from_bytes(&headers::new_request_id()).expect("hex is valid"),
+        None => headers::new_request_id(),
     };
     field(out, b"x-request-id", exchange.request_id.as_bytes());
     exchange.trace = match &request.traceparent {
         Some(tp) => request.value(tp),
-        None => HeaderValue::from_bytes(&headers::new_traceparent()).expect("hex is valid"),
+        None => headers::new_traceparent(),
     };
     field(out, b"traceparent", exchange.trace.as_bytes());
     for (name, value) in entry.request_edits.added() {

@@ -42,11 +42,19 @@ impl Fields for HeaderMap {
     }
 }
 
-/// Whether `name` is a hop-by-hop header (any case).
+/// Whether `name` is a hop-by-hop header (any case). By length first:
+/// this runs for every field of every request and response.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+    let is = |n: &[u8]| n.eq_ignore_ascii_case(name);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Whether a client's `x-request-id` is kept: short, printable ASCII.
@@ -55,18 +63,40 @@ pub(crate) fn sane_request_id(v: &[u8]) -> bool {
 }
 
 /// A new request id: 32 random hex digits.
-pub(crate) fn new_request_id() -> [u8; 32] {
-    let mut id = [0u8; 32];
-    fill_hex(&mut id);
-    id
+pub(crate) fn new_request_id() -> HeaderValue {
+    id_value(b"00000000000000000000000000000000", &[(0, 32)])
 }
 
 /// A new `traceparent` starting a trace: `00-<trace id>-<parent id>-01`.
-pub(crate) fn new_traceparent() -> [u8; 55] {
-    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    fill_hex(&mut value[3..35]);
-    fill_hex(&mut value[36..52]);
-    value
+pub(crate) fn new_traceparent() -> HeaderValue {
+    id_value(
+        b"00-00000000000000000000000000000000-0000000000000000-01",
+        &[(3, 35), (36, 52)],
+    )
+}
+
+/// Bytes per block that ids are cut from.
+const ID_BLOCK: usize = 16 * 1024;
+
+/// `template` with random hex in the `hex` spans (start, end), cut from a
+/// per-thread block: one allocation per few hundred requests instead of
+/// one per id.
+fn id_value(template: &[u8], hex: &[(usize, usize)]) -> HeaderValue {
+    thread_local! {
+        static BLOCK: std::cell::RefCell<bytes::BytesMut> =
+            std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    BLOCK.with(|block| {
+        let mut block = block.borrow_mut();
+        if block.capacity() < template.len() {
+            *block = bytes::BytesMut::with_capacity(ID_BLOCK);
+        }
+        block.extend_from_slice(template);
+        for &(start, end) in hex {
+            fill_hex(&mut block[start..end]);
+        }
+        HeaderValue::from_maybe_shared(block.split().freeze()).expect("hex is a valid value")
+    })
 }
 
 /// Whether a client's `traceparent` is propagated as it is.
@@ -246,7 +276,7 @@ pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
-    let id = HeaderValue::from_bytes(&new_request_id()).expect("hex is a valid header value");
+    let id = new_request_id();
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
@@ -260,7 +290,7 @@ pub(crate) fn trace_context(headers: &mut HeaderMap) -> HeaderValue {
         return v.clone();
     }
     headers.remove("tracestate");
-    let value = HeaderValue::from_bytes(&new_traceparent()).expect("hex is a valid header value");
+    let value = new_traceparent();
     headers.insert(TRACEPARENT.clone(), value.clone());
     value
 }
