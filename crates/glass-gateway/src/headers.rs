@@ -117,7 +117,7 @@ pub(crate) fn strip_hop_by_hop(
 ) {
     // Most messages carry none: one pass over the names (no hashing)
     // instead of a removal per hop-by-hop name.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    if !headers.keys().any(|k| is_hop_by_hop(k.as_str().as_bytes())) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {

@@ -353,7 +353,9 @@ pub(crate) async fn handle(
         }
         (Some(entry), Ok(())) => {
             exchange.route = Some(entry.name.clone());
-            forward(&shared, &conn, entry, req, &mut exchange).await
+            // Boxed: hyper moves the handler's future around (into each
+            // HTTP/2 stream's task); the forwarding state is kilobytes.
+            Box::pin(forward(&shared, &conn, entry, req, &mut exchange)).await
         }
     };
     let grpc = grpc
@@ -829,9 +831,13 @@ pub(crate) fn respond(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, switching, false);
     entry.response_edits.apply(&mut parts.headers);
+    // Unique per response: HPACK must not put it in its table, where it
+    // would only push out fields that repeat.
+    let mut request_id = exchange.request_id.clone();
+    request_id.set_sensitive(true);
     parts
         .headers
-        .insert(headers::X_REQUEST_ID.clone(), exchange.request_id.clone());
+        .insert(headers::X_REQUEST_ID.clone(), request_id);
     if let Some(v) = sticky_cookie(entry, exchange, sticky) {
         parts.headers.append(header::SET_COOKIE, v);
     }
