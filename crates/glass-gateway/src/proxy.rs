@@ -495,52 +495,58 @@ async fn forward(
                 )
                 .await;
             }
-            let uri = Uri::builder()
-                .scheme(http::uri::Scheme::HTTP)
-                .authority(endpoint.authority.clone())
-                .path_and_query(path_and_query.clone())
-                .build()
-                .map_err(|e| {
-                    GatewayError::new(
-                        Kind::BadRequest(format!("bad request target: {e}")),
-                        Side::Downstream,
-                        false,
-                    )
-                })?;
-            let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match request_body {
-                Some(b) if has_body => {
-                    let (b, u) = RequestBody::stream(b, config.max_body_bytes, attempt_start);
-                    (b, Some(u))
+            // hyper's client path is the rare one here: boxed, so the
+            // common path's future stays small (it is moved per attempt).
+            Box::pin(async move {
+                let uri = Uri::builder()
+                    .scheme(http::uri::Scheme::HTTP)
+                    .authority(endpoint.authority.clone())
+                    .path_and_query(path_and_query.clone())
+                    .build()
+                    .map_err(|e| {
+                        GatewayError::new(
+                            Kind::BadRequest(format!("bad request target: {e}")),
+                            Side::Downstream,
+                            false,
+                        )
+                    })?;
+                let (request_body, upload): (RequestBody, Option<Arc<Upload>>) = match request_body
+                {
+                    Some(b) if has_body => {
+                        let (b, u) = RequestBody::stream(b, config.max_body_bytes, attempt_start);
+                        (b, Some(u))
+                    }
+                    _ => (RequestBody::Empty, None),
+                };
+                let mut upstream_req = Request::new(request_body);
+                *upstream_req.method_mut() = parts.method.clone();
+                *upstream_req.uri_mut() = uri;
+                *upstream_req.version_mut() = version;
+                *upstream_req.headers_mut() = parts.headers.clone();
+                if version == Version::HTTP_2 {
+                    upstream_req.headers_mut().remove(header::HOST);
                 }
-                _ => (RequestBody::Empty, None),
-            };
-            let mut upstream_req = Request::new(request_body);
-            *upstream_req.method_mut() = parts.method.clone();
-            *upstream_req.uri_mut() = uri;
-            *upstream_req.version_mut() = version;
-            *upstream_req.headers_mut() = parts.headers.clone();
-            if version == Version::HTTP_2 {
-                upstream_req.headers_mut().remove(header::HOST);
-            }
-            let watched = upload.clone();
-            let call = async {
-                entry
-                    .client
-                    .request(upstream_req)
-                    .await
-                    .map(|r| r.map(UpstreamBody::Hyper))
-                    .map_err(classify)
-            };
-            within(
-                call,
-                timeouts.header,
-                timeouts.idle,
-                upload,
-                attempt_start,
-                deadline,
-            )
+                let watched = upload.clone();
+                let call = async {
+                    entry
+                        .client
+                        .request(upstream_req)
+                        .await
+                        .map(|r| r.map(UpstreamBody::Hyper))
+                        .map_err(classify)
+                };
+                within(
+                    call,
+                    timeouts.header,
+                    timeouts.idle,
+                    upload,
+                    attempt_start,
+                    deadline,
+                )
+                .await
+                .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes))
+            })
             .await
-            .map_err(|err| blame(err, watched.as_deref(), config.max_body_bytes))
         }
     };
     let (resp, in_flight) = attempts(
