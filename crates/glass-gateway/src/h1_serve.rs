@@ -84,14 +84,16 @@ where
             Read::Closed => return Ended::Closed,
             Read::HandOver => return Ended::HandOver(Prefixed::new(buf.freeze(), io)),
         }
+        // A target the `http` crate refuses is hyper's to refuse (400).
+        let target = PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()));
         let table = shared.table.load();
         let entry = table
             .find(&request.host, request.path(), &request.method, &request)
             .filter(|e| e.route.protocol == UpstreamProtocol::Http1)
             .cloned();
         drop(table);
-        let Some(entry) = entry else {
-            // hyper answers (404, or the route's protocol) from here on.
+        let (Some(entry), Ok(target)) = (entry, target) else {
+            // hyper answers (404, 400, or the route's protocol) from here on.
             let mut all = BytesMut::from(&request.head[..]);
             all.extend_from_slice(&buf);
             return Ended::HandOver(Prefixed::new(all.freeze(), io));
@@ -108,6 +110,7 @@ where
             conn,
             &entry,
             &mut request,
+            target,
             &mut upstream_head,
             respond,
         )
@@ -352,14 +355,13 @@ async fn exchange(
     conn: &Conn,
     entry: &Arc<RouteEntry>,
     request: &mut RawRequest,
+    target: PathAndQuery,
     upstream_head: &mut Vec<u8>,
     respond: Respond<'_>,
 ) -> (ProxyBody, Plan) {
     let started = Instant::now();
     let timeouts = entry.route.timeouts;
     let deadline = timeouts.total.map(|t| started + t);
-    let target = PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()))
-        .unwrap_or_else(|_| PathAndQuery::from_static("/"));
     let mut exchange = Exchange {
         arrived: SystemTime::now(),
         started,

@@ -223,3 +223,49 @@ async fn chunked_and_close_delimited_bodies_reach_the_client_whole() {
     );
     g.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_hyper_refuses_is_refused_on_the_own_server_too() {
+    // A raw upstream that counts every request head it is sent (whatever
+    // the target) and answers each with a 200.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = heads.clone();
+    let task = accept_each(l, move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let b = Backend::from_parts(addr, Default::default(), task);
+    let mut g = Glass::start().await;
+    g.route(static_route("all", &[b.addr], json!({})))
+        .publish()
+        .await;
+    // httparse admits these request targets; the `http` crate, and so
+    // hyper's server, does not.
+    for target in ["/a<b", "/a>b", "/a`b"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (out, _) = raw(g.addr, request.as_bytes(), Duration::from_secs(3)).await;
+        assert_eq!(status_of(&out), Some(400), "{target}: {out}");
+    }
+    let fine = get1(g.addr, "x", "/fine").await;
+    assert_eq!(fine.status, 200);
+    assert_eq!(
+        heads.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "only the valid request reached the upstream"
+    );
+    g.stop().await;
+}
