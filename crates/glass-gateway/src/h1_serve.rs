@@ -262,6 +262,7 @@ impl RawRequest {
         };
         let request = self;
         let mut hosts = 0;
+        let (mut seen_request_id, mut seen_traceparent) = (false, false);
         for field in req.headers.iter() {
             let (name, value) = (field.name.as_bytes(), field.value);
             let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
@@ -289,14 +290,16 @@ impl RawRequest {
             } else if is("content-type") && value.starts_with(b"application/grpc") {
                 return Parsed::NotHere;
             } else if is("x-request-id") {
-                if request.request_id.is_none() && headers::sane_request_id(value) {
+                // The first one decides, as on hyper's path.
+                if !seen_request_id && headers::sane_request_id(value) {
                     request.request_id = Some(span(value));
                 }
-            } else if is("traceparent")
-                && request.traceparent.is_none()
-                && headers::propagated_traceparent(value)
-            {
-                request.traceparent = Some(span(value));
+                seen_request_id = true;
+            } else if is("traceparent") {
+                if !seen_traceparent && headers::propagated_traceparent(value) {
+                    request.traceparent = Some(span(value));
+                }
+                seen_traceparent = true;
             }
             request.fields.push((span(name), span(value)));
         }
