@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -108,47 +108,8 @@ pub(crate) enum H1Error {
     Upstream(String),
 }
 
-/// A request without a body, as sent upstream.
-pub(crate) struct RequestHead<'a> {
-    pub(crate) method: &'a Method,
-    /// Path and query.
-    pub(crate) target: &'a str,
-    /// Headers, `Host` included, hop-by-hop ones already removed.
-    pub(crate) headers: &'a HeaderMap,
-}
-
-impl RequestHead<'_> {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let size: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
-        let mut out = Vec::with_capacity(self.target.len() + size + 48);
-        out.extend_from_slice(self.method.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(self.target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in self.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        // Some servers want a length on methods that usually carry a body
-        // (hyper's client adds it too).
-        if matches!(*self.method, Method::POST | Method::PUT | Method::PATCH)
-            && !self.headers.contains_key(header::CONTENT_LENGTH)
-        {
-            out.extend_from_slice(b"content-length: 0\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out
-    }
-}
-
 /// Sends `request` (an encoded head without body, see
-/// [`RequestHead::encode`]) to `endpoint` on a pooled connection (or a new
+/// [`crate::upstream_head::encode`]) to `endpoint` on a pooled connection (or a new
 /// one) and reads the response head; the body streams from the
 /// connection, which goes back to the pool when the body has been read to
 /// its end.
@@ -685,6 +646,46 @@ impl Body for H1Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
+
+    /// A request without a body, encoded the simple way for these tests.
+    struct RequestHead<'a> {
+        method: &'a Method,
+        /// Path and query.
+        target: &'a str,
+        /// Headers, `Host` included, hop-by-hop ones already removed.
+        headers: &'a HeaderMap,
+    }
+
+    impl RequestHead<'_> {
+        fn encode(&self) -> Vec<u8> {
+            let size: usize = self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum();
+            let mut out = Vec::with_capacity(self.target.len() + size + 48);
+            out.extend_from_slice(self.method.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(self.target.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+            for (name, value) in self.headers {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            // Some servers want a length on methods that usually carry a body
+            // (hyper's client adds it too).
+            if matches!(*self.method, Method::POST | Method::PUT | Method::PATCH)
+                && !self.headers.contains_key(header::CONTENT_LENGTH)
+            {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        }
+    }
 
     fn head(raw: &[u8], method: &Method) -> Result<Option<Parsed>, String> {
         parse_head(&mut BytesMut::from(raw), method)

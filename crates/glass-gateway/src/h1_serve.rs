@@ -43,6 +43,7 @@ use crate::headers::{self, Fields};
 use crate::proxy::{self, Conn, Exchange, Keys, Shared};
 use crate::retry::idempotent;
 use crate::table::RouteEntry;
+use crate::upstream_head::{self, ClientHead};
 
 /// The first read of a connection; the buffer grows when heads are larger.
 const FIRST_READ: usize = 4 * 1024;
@@ -332,6 +333,38 @@ impl RawRequest {
     }
 }
 
+impl ClientHead for RawRequest {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+
+    fn target(&self) -> &str {
+        RawRequest::target(self)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (self.bytes(n), self.bytes(v)))
+    }
+
+    fn host(&self) -> (&[u8], bool) {
+        (self.bytes(&self.host_value), true)
+    }
+
+    fn request_id(&self) -> Option<HeaderValue> {
+        self.request_id.as_ref().map(|id| self.value(id))
+    }
+
+    fn traceparent(&self) -> Option<HeaderValue> {
+        self.traceparent.as_ref().map(|tp| self.value(tp))
+    }
+
+    fn has_content_length(&self) -> bool {
+        self.content_length
+    }
+}
+
 impl Fields for RawRequest {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
         self.fields
@@ -381,7 +414,7 @@ async fn exchange(
         deadline,
     };
     upstream_head.clear();
-    encode_upstream_head(upstream_head, request, entry, shared, conn, &mut exchange);
+    upstream_head::encode(upstream_head, &*request, entry, shared, conn, &mut exchange);
     let keys = Keys::of(entry, &*request);
     let key = keys.pick_key(conn.peer.ip());
     let method = &request.method;
@@ -422,115 +455,7 @@ async fn exchange(
     }
 }
 
-/// Writes the head sent upstream: the client's fields as they came,
-/// except hop-by-hop ones, untrusted forwarding ones and those the
-/// route's edits replace; then forwarding, request id, trace context and
-/// the edits' own — the same outcome as the hyper path's header handling.
-fn encode_upstream_head(
-    out: &mut Vec<u8>,
-    request: &RawRequest,
-    entry: &RouteEntry,
-    shared: &Shared,
-    conn: &Conn,
-    exchange: &mut Exchange,
-) {
-    let spec = &entry.route.spec;
-    let strip = spec
-        .strip_prefix
-        .then_some(spec.matcher.path_prefix.as_deref())
-        .flatten();
-    out.extend_from_slice(request.method.as_str().as_bytes());
-    out.push(b' ');
-    match strip {
-        None => out.extend_from_slice(request.bytes(&request.target)),
-        Some(_) => out.extend_from_slice(proxy::rewrite_path(request.target(), strip).as_bytes()),
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-
-    let trusted = shared.config.trusts(conn.peer.ip());
-    let mut prior_xff: Vec<u8> = Vec::new();
-    let mut prior_forwarded: Vec<u8> = Vec::new();
-    let (mut has_proto, mut has_forwarded_host) = (false, false);
-    for (name, value) in &request.fields {
-        let (name, value) = (request.bytes(name), request.bytes(value));
-        let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
-        if headers::is_hop_by_hop(name)
-            || is(&headers::X_REQUEST_ID)
-            || is(&headers::TRACEPARENT)
-            || (request.traceparent.is_none() && name.eq_ignore_ascii_case(b"tracestate"))
-        {
-            continue;
-        }
-        if is(&headers::X_FORWARDED_FOR) || is(&headers::FORWARDED) {
-            if trusted {
-                let list = if is(&headers::FORWARDED) {
-                    &mut prior_forwarded
-                } else {
-                    &mut prior_xff
-                };
-                list.extend_from_slice(value);
-                list.extend_from_slice(b", ");
-            }
-            continue;
-        }
-        if is(&headers::X_FORWARDED_PROTO) || is(&headers::X_FORWARDED_HOST) {
-            if !trusted {
-                continue;
-            }
-            has_proto |= is(&headers::X_FORWARDED_PROTO);
-            has_forwarded_host |= is(&headers::X_FORWARDED_HOST);
-        }
-        if entry.request_edits.drops(name) {
-            continue;
-        }
-        field(out, name, value);
-    }
-
-    // Forwarding fields: a trusted proxy's values first, then this hop's.
-    let forwarding = &conn.forwarding;
-    out.extend_from_slice(b"x-forwarded-for: ");
-    out.extend_from_slice(&prior_xff);
-    out.extend_from_slice(forwarding.xff.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !has_proto {
-        field(out, b"x-forwarded-proto", forwarding.proto.as_bytes());
-    }
-    let host = request.bytes(&request.host_value);
-    if !has_forwarded_host {
-        field(out, b"x-forwarded-host", host);
-    }
-    out.extend_from_slice(b"forwarded: ");
-    out.extend_from_slice(&prior_forwarded);
-    out.extend_from_slice(forwarding.params.as_bytes());
-    if headers::forwarded_host_ok(host) {
-        out.extend_from_slice(b";host=");
-        out.extend_from_slice(host);
-    }
-    out.extend_from_slice(b"\r\n");
-
-    exchange.request_id = match &request.request_id {
-        Some(id) => request.value(id),
-        None => headers::new_request_id(),
-    };
-    field(out, b"x-request-id", exchange.request_id.as_bytes());
-    exchange.trace = match &request.traceparent {
-        Some(tp) => request.value(tp),
-        None => headers::new_traceparent(),
-    };
-    field(out, b"traceparent", exchange.trace.as_bytes());
-    for (name, value) in entry.request_edits.added() {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    // Some servers want a length on methods that usually carry a body.
-    if !request.content_length
-        && matches!(request.method, Method::POST | Method::PUT | Method::PATCH)
-    {
-        field(out, b"content-length", b"0");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -30,6 +30,7 @@ mod retry;
 mod table;
 mod tls;
 mod upstream;
+mod upstream_head;
 mod websocket;
 
 pub use config::GatewayConfig;

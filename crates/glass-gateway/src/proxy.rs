@@ -26,7 +26,7 @@ use crate::retry::{RetryBudget, backoff, idempotent};
 use crate::table::{RouteEntry, RouteTable};
 use crate::upstream::Clients;
 use crate::websocket;
-use crate::{h1, headers};
+use crate::{h1, headers, upstream_head};
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -410,26 +410,42 @@ async fn forward(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    // Headers: connection-level ones go, forwarding and tracing ones come.
-    headers::strip_hop_by_hop(&mut parts.headers, websocket, true);
-    exchange.request_id = headers::request_id(&mut parts.headers);
-    exchange.trace = headers::trace_context(&mut parts.headers);
-    let trusted = config.trusts(conn.peer.ip());
-    // HTTP/2 names the host in `:authority`, HTTP/1.1 in `Host`.
-    let host_header = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+    // The body: streamed once, so only bodiless requests are retried.
+    let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
+    let version = match route.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        _ => Version::HTTP_2,
     };
-    headers::set_forwarded(
-        &mut parts.headers,
-        &conn.forwarding,
-        trusted,
-        host_header.as_ref(),
-    );
-    if let Some(host) = host_header.filter(|_| !parts.headers.contains_key(header::HOST)) {
-        parts.headers.insert(header::HOST, host);
+    // Bodiless HTTP/1.1 requests take the gateway's own connection pool,
+    // their head encoded once, straight from the client's.
+    let fast_path = version == Version::HTTP_11 && !has_body && !websocket;
+    let keys = Keys::of(entry, &parts.headers);
+    let mut encoded = Vec::new();
+    if fast_path {
+        let head = upstream_head::MapHead { parts: &parts };
+        upstream_head::encode(&mut encoded, &head, entry, shared, conn, exchange);
+    } else {
+        // Headers: connection-level ones go, forwarding and tracing ones come.
+        headers::strip_hop_by_hop(&mut parts.headers, websocket, true);
+        exchange.request_id = headers::request_id(&mut parts.headers);
+        exchange.trace = headers::trace_context(&mut parts.headers);
+        let trusted = config.trusts(conn.peer.ip());
+        // HTTP/2 names the host in `:authority`, HTTP/1.1 in `Host`.
+        let host_header = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        headers::set_forwarded(
+            &mut parts.headers,
+            &conn.forwarding,
+            trusted,
+            host_header.as_ref(),
+        );
+        if let Some(host) = host_header.filter(|_| !parts.headers.contains_key(header::HOST)) {
+            parts.headers.insert(header::HOST, host);
+        }
+        entry.request_edits.apply(&mut parts.headers);
     }
-    entry.request_edits.apply(&mut parts.headers);
     let strip = route
         .spec
         .strip_prefix
@@ -452,8 +468,6 @@ async fn forward(
         })?,
     };
 
-    // The body: streamed once, so only bodiless requests are retried.
-    let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let mut body = Some(body);
     let timeouts = route.timeouts;
     let total = match (timeouts.total, grpc_timeout(&parts.headers)) {
@@ -463,32 +477,19 @@ async fn forward(
     let deadline = total.map(|t| exchange.started + t);
     exchange.deadline = deadline;
     let retry_allowed = !has_body && idempotent(&parts.method) && !websocket;
-    let version = match route.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        _ => Version::HTTP_2,
-    };
-    // Bodiless HTTP/1.1 requests take the gateway's own connection pool.
-    let fast_path = version == Version::HTTP_11 && !has_body && !websocket;
-
-    let keys = Keys::of(entry, &parts.headers);
     let key = keys.pick_key(conn.peer.ip());
     let has_body_or_upgrade = has_body || websocket;
     let send = |endpoint: Arc<Endpoint>, attempt_start: Instant| {
         let request_body = body.take();
         let path_and_query = &path_and_query;
         let parts = &parts;
+        let encoded = &encoded[..];
         async move {
             if fast_path {
-                let request = h1::RequestHead {
-                    method: &parts.method,
-                    target: path_and_query.as_str(),
-                    headers: &parts.headers,
-                }
-                .encode();
                 return send_h1(
                     &endpoint,
                     &parts.method,
-                    &request,
+                    encoded,
                     timeouts,
                     attempt_start,
                     deadline,
