@@ -1,7 +1,7 @@
 //! The gateway data plane.
 //!
 //! The life of a request, in phases: `listen` accepts (TCP or TLS with
-//! ALPN); `h1_serve` serves cleartext HTTP/1.1 requests without a body
+//! ALPN); `h1_serve` serves HTTP/1.1 requests without a body
 //! from the bytes received and hands anything else to hyper's HTTP/1.1
 //! and HTTP/2 server → `proxy` matches a route in the
 //! current [`table::RouteTable`] (built from the catalog snapshot, swapped

@@ -243,9 +243,9 @@ fn builder(config: &GatewayConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one connection: cleartext on the gateway's own HTTP/1.1 server
-/// until a request needs hyper's, TLS on hyper's (HTTP/1.1 or HTTP/2 by
-/// ALPN).
+/// Serves one connection: HTTP/1.1 (cleartext, or TLS without `h2` in
+/// ALPN) on the gateway's own server until a request needs hyper's;
+/// HTTP/2 over TLS on hyper's.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -275,13 +275,17 @@ async fn serve(
                     return;
                 }
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let builder = if h2 {
-                builder.http2_only()
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_hyper(stream, &builder.http2_only(), &shared, conn, draining).await
             } else {
-                builder.http1_only()
-            };
-            serve_hyper(stream, &builder, &shared, conn, draining).await
+                // HTTP/1.1 over TLS: the own server first, as in cleartext.
+                match h1_serve::serve(stream, &shared, &conn, &mut draining).await {
+                    Ended::Closed => return,
+                    Ended::HandOver(io) => {
+                        serve_hyper(io, &builder.http1_only(), &shared, conn, draining).await
+                    }
+                }
+            }
         }
     };
     if let Err(err) = result {
