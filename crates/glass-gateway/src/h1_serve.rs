@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use crate::access_log::push_u64;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::endpoint::Endpoint;
+use crate::error::{GatewayError, Kind, Side};
 use crate::h1;
 use crate::headers::{self, Fields};
 use crate::proxy::{self, Conn, Exchange, Keys, Shared};
@@ -84,6 +85,28 @@ where
             Read::Head => {}
             Read::Closed => return Ended::Closed,
             Read::HandOver => return Ended::HandOver(Prefixed::new(buf.freeze(), io)),
+        }
+        if request.smuggling {
+            let err = GatewayError::new(
+                Kind::BadRequest(proxy::FRAMED_TWO_WAYS.into()),
+                Side::Downstream,
+                false,
+            );
+            let target =
+                PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()))
+                    .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+            let mut exchange = new_exchange(&mut request, conn, None, target);
+            let (parts, body) = proxy::fail(shared, None, &mut exchange, &err, false).into_parts();
+            let exact = body.size_hint().exact();
+            let respond = Respond {
+                out: &mut out,
+                head_only: false,
+                client_close: true,
+            };
+            let plan = respond.made(&parts, exact);
+            write_body(&mut io, &mut out, body, plan).await;
+            let _ = io.shutdown().await;
+            return Ended::Closed;
         }
         // A target the `http` crate refuses is hyper's to refuse (400).
         let target = PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()));
@@ -203,6 +226,8 @@ struct RawRequest {
     /// A client `traceparent` worth propagating.
     traceparent: Option<Range<usize>>,
     content_length: bool,
+    /// Framed by both `Content-Length` and `Transfer-Encoding`.
+    smuggling: bool,
 }
 
 enum Parsed {
@@ -260,10 +285,12 @@ impl RawRequest {
             request_id: None,
             traceparent: None,
             content_length: false,
+            smuggling: false,
         };
         let request = self;
         let mut hosts = 0;
         let (mut seen_request_id, mut seen_traceparent) = (false, false);
+        let (mut lengths, mut sized, mut chunked) = (0, false, false);
         for field in req.headers.iter() {
             let (name, value) = (field.name.as_bytes(), field.value);
             let is = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
@@ -271,12 +298,12 @@ impl RawRequest {
                 hosts += 1;
                 request.host_value = span(value);
             } else if is("content-length") {
-                // Only an explicit empty body stays here.
-                if request.content_length || value != b"0" {
-                    return Parsed::NotHere;
-                }
+                lengths += 1;
+                sized |= value != b"0";
                 request.content_length = true;
-            } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+            } else if is("transfer-encoding") {
+                chunked = true;
+            } else if is("upgrade") || is("expect") {
                 return Parsed::NotHere;
             } else if is("connection") {
                 for token in value.split(|&b| b == b',') {
@@ -304,7 +331,11 @@ impl RawRequest {
             }
             request.fields.push((span(name), span(value)));
         }
-        if hosts != 1 {
+        // A body framed two ways is refused here and now (as hyper's path
+        // would: `proxy::check_request`); any other body, and only an
+        // explicit empty one stays here, goes to hyper.
+        request.smuggling = chunked && lengths > 0;
+        if !request.smuggling && (chunked || lengths > 1 || sized || hosts != 1) {
             return Parsed::NotHere;
         }
         request.host = host_name(&buf[request.host_value.clone()]);
@@ -385,6 +416,30 @@ fn host_name(value: &[u8]) -> String {
     host.to_ascii_lowercase()
 }
 
+/// The access log's facts about `request`, starting now.
+fn new_exchange(
+    request: &mut RawRequest,
+    conn: &Conn,
+    entry: Option<&Arc<RouteEntry>>,
+    target: PathAndQuery,
+) -> Exchange {
+    Exchange {
+        arrived: SystemTime::now(),
+        started: Instant::now(),
+        request_id: HeaderValue::from_static(""),
+        trace: HeaderValue::from_static(""),
+        method: request.method.clone(),
+        host: std::mem::take(&mut request.host),
+        uri: Uri::from(target),
+        protocol: "HTTP/1.1",
+        client: conn.forwarding.xff.clone(),
+        route: entry.map(|e| e.name.clone()),
+        upstream: None,
+        attempts: 0,
+        deadline: None,
+    }
+}
+
 /// Runs the exchange for `request` on `entry`; failures become responses.
 async fn exchange(
     shared: &Shared,
@@ -395,24 +450,10 @@ async fn exchange(
     upstream_head: &mut Vec<u8>,
     respond: Respond<'_>,
 ) -> (ProxyBody, Plan) {
-    let started = Instant::now();
     let timeouts = entry.route.timeouts;
-    let deadline = timeouts.total.map(|t| started + t);
-    let mut exchange = Exchange {
-        arrived: SystemTime::now(),
-        started,
-        request_id: HeaderValue::from_static(""),
-        trace: HeaderValue::from_static(""),
-        method: request.method.clone(),
-        host: std::mem::take(&mut request.host),
-        uri: Uri::from(target),
-        protocol: "HTTP/1.1",
-        client: conn.forwarding.xff.clone(),
-        route: Some(entry.name.clone()),
-        upstream: None,
-        attempts: 0,
-        deadline,
-    };
+    let mut exchange = new_exchange(request, conn, Some(entry), target);
+    let deadline = timeouts.total.map(|t| exchange.started + t);
+    exchange.deadline = deadline;
     upstream_head.clear();
     upstream_head::encode(upstream_head, &*request, entry, shared, conn, &mut exchange);
     let keys = Keys::of(entry, &*request);

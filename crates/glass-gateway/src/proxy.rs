@@ -241,6 +241,10 @@ fn cookie<'a>(headers: &'a impl Fields, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Why a request with both `Transfer-Encoding` and `Content-Length` is refused.
+pub(crate) const FRAMED_TWO_WAYS: &str =
+    "Transfer-Encoding and Content-Length together are refused (request smuggling)";
+
 /// Refuses requests the gateway will not forward (RFC 9112 §3.2, §6.3;
 /// RFC 6455 §4.2.1): a body framed two ways or a `Content-Length` that is
 /// not one number (smuggling shapes), a missing or repeated `Host`,
@@ -256,9 +260,7 @@ fn check_request(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayEr
         ))
     };
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return bad(
-            "Transfer-Encoding and Content-Length together are refused (request smuggling)",
-        );
+        return bad(FRAMED_TWO_WAYS);
     }
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next() {
