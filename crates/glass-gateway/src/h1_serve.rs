@@ -87,25 +87,7 @@ where
             Read::HandOver => return Ended::HandOver(Prefixed::new(buf.freeze(), io)),
         }
         if request.smuggling {
-            let err = GatewayError::new(
-                Kind::BadRequest(proxy::FRAMED_TWO_WAYS.into()),
-                Side::Downstream,
-                false,
-            );
-            let target =
-                PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()))
-                    .unwrap_or_else(|_| PathAndQuery::from_static("/"));
-            let mut exchange = new_exchange(&mut request, conn, None, target);
-            let (parts, body) = proxy::fail(shared, None, &mut exchange, &err, false).into_parts();
-            let exact = body.size_hint().exact();
-            let respond = Respond {
-                out: &mut out,
-                head_only: false,
-                client_close: true,
-            };
-            let plan = respond.made(&parts, exact);
-            write_body(&mut io, &mut out, body, plan).await;
-            let _ = io.shutdown().await;
+            refuse_framed_two_ways(&mut io, &mut out, &mut request, shared, conn).await;
             return Ended::Closed;
         }
         // A target the `http` crate refuses is hyper's to refuse (400).
@@ -152,6 +134,38 @@ fn is_ready(future: Pin<&mut impl Future>) -> bool {
     future
         .poll(&mut Context::from_waker(std::task::Waker::noop()))
         .is_ready()
+}
+
+/// Answers a head framed by both `Content-Length` and `Transfer-Encoding`
+/// with `400` (logged like any refusal) and closes: its body cannot be
+/// delimited safely.
+async fn refuse_framed_two_ways<S>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    request: &mut RawRequest,
+    shared: &Shared,
+    conn: &Conn,
+) where
+    S: AsyncWrite + Unpin,
+{
+    let err = GatewayError::new(
+        Kind::BadRequest(proxy::FRAMED_TWO_WAYS.into()),
+        Side::Downstream,
+        false,
+    );
+    let target = PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()))
+        .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+    let mut exchange = new_exchange(request, conn, None, target);
+    let (parts, body) = proxy::fail(shared, None, &mut exchange, &err, false).into_parts();
+    let exact = body.size_hint().exact();
+    let respond = Respond {
+        out,
+        head_only: false,
+        client_close: true,
+    };
+    let plan = respond.made(&parts, exact);
+    write_body(io, out, body, plan).await;
+    let _ = io.shutdown().await;
 }
 
 enum Read {
