@@ -646,45 +646,19 @@ impl Body for H1Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header;
 
-    /// A request without a body, encoded the simple way for these tests.
-    struct RequestHead<'a> {
-        method: &'a Method,
-        /// Path and query.
-        target: &'a str,
-        /// Headers, `Host` included, hop-by-hop ones already removed.
-        headers: &'a HeaderMap,
-    }
-
-    impl RequestHead<'_> {
-        fn encode(&self) -> Vec<u8> {
-            let size: usize = self
-                .headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len() + 4)
-                .sum();
-            let mut out = Vec::with_capacity(self.target.len() + size + 48);
-            out.extend_from_slice(self.method.as_str().as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(self.target.as_bytes());
-            out.extend_from_slice(b" HTTP/1.1\r\n");
-            for (name, value) in self.headers {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            // Some servers want a length on methods that usually carry a body
-            // (hyper's client adds it too).
-            if matches!(*self.method, Method::POST | Method::PUT | Method::PATCH)
-                && !self.headers.contains_key(header::CONTENT_LENGTH)
-            {
-                out.extend_from_slice(b"content-length: 0\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
-            out
-        }
+    /// Sends `method / HTTP/1.1` with `Host: up` to `endpoint`, the
+    /// answer as a `Response`.
+    async fn send_bare(endpoint: &Endpoint, method: Method) -> Result<Response<H1Body>, H1Error> {
+        let request = format!("{method} / HTTP/1.1\r\nhost: up\r\n\r\n");
+        send(
+            endpoint,
+            &method,
+            request.as_bytes(),
+            Duration::from_secs(1),
+        )
+        .await
+        .map(|(head, body)| head.into_response(body).unwrap())
     }
 
     fn head(raw: &[u8], method: &Method) -> Result<Option<Parsed>, String> {
@@ -807,32 +781,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn requests_are_encoded_with_their_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("api.example"));
-        headers.insert("x-request-id", HeaderValue::from_static("abc"));
-        let get = RequestHead {
-            method: &Method::GET,
-            target: "/v1/users?x=1",
-            headers: &headers,
-        };
-        assert_eq!(
-            get.encode(),
-            b"GET /v1/users?x=1 HTTP/1.1\r\nhost: api.example\r\nx-request-id: abc\r\n\r\n"
-        );
-        let post = RequestHead {
-            method: &Method::POST,
-            target: "/",
-            headers: &headers,
-        };
-        assert!(
-            String::from_utf8(post.encode())
-                .unwrap()
-                .ends_with("content-length: 0\r\n\r\n")
-        );
-    }
-
     /// A raw upstream: answers the requests on each accepted connection
     /// with the next scripted reply (each sent in small pieces), then
     /// closes that connection. Returns its address and the accept count.
@@ -870,22 +818,7 @@ mod tests {
 
     async fn get(endpoint: &Endpoint) -> (StatusCode, Bytes, Option<HeaderMap>) {
         use http_body_util::BodyExt;
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("up"));
-        let head = RequestHead {
-            method: &Method::GET,
-            target: "/",
-            headers: &headers,
-        };
-        let (head, body) = send(
-            endpoint,
-            head.method,
-            &head.encode(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
-        let resp = head.into_response(body).unwrap();
+        let resp = send_bare(endpoint, Method::GET).await.unwrap();
         let status = resp.status();
         let collected = resp.into_body().collect().await.unwrap();
         let trailers = collected.trailers().cloned();
@@ -954,17 +887,7 @@ mod tests {
         let reply: &'static [u8] = Box::leak(reply.into_bytes().into_boxed_slice());
         let (addr, _) = upstream(vec![vec![reply]]).await;
         let ep = endpoint(addr);
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("up"));
-        let head = RequestHead {
-            method: &Method::GET,
-            target: "/",
-            headers: &headers,
-        };
-        let resp = send(&ep, head.method, &head.encode(), Duration::from_secs(1))
-            .await
-            .map(|(h, b)| h.into_response(b).unwrap())
-            .unwrap();
+        let resp = send_bare(&ep, Method::GET).await.unwrap();
         assert_eq!(resp.headers()["x-big"].len(), big.len());
         use http_body_util::BodyExt;
         let got = resp.into_body().collect().await.unwrap().to_bytes();
@@ -1005,17 +928,7 @@ mod tests {
 
         // A POST may have been acted on: it is not sent again.
         let (ep, _listener) = endpoint_with_a_stale_connection().await;
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("up"));
-        let head = RequestHead {
-            method: &Method::POST,
-            target: "/",
-            headers: &headers,
-        };
-        match send(&ep, head.method, &head.encode(), Duration::from_secs(1))
-            .await
-            .map(|(h, b)| h.into_response(b).unwrap())
-        {
+        match send_bare(&ep, Method::POST).await {
             Err(H1Error::Upstream(_)) => {}
             other => panic!(
                 "a POST on a stale connection was resent: {:?}",
@@ -1033,18 +946,8 @@ mod tests {
         ])
         .await;
         let ep = endpoint(addr);
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("up"));
         for _ in 0..2 {
-            let head = RequestHead {
-                method: &Method::GET,
-                target: "/",
-                headers: &headers,
-            };
-            let resp = send(&ep, head.method, &head.encode(), Duration::from_secs(1))
-                .await
-                .map(|(h, b)| h.into_response(b).unwrap())
-                .unwrap();
+            let resp = send_bare(&ep, Method::GET).await.unwrap();
             assert!(resp.into_body().collect().await.is_err());
             assert_eq!(ep.state.idle.len(), 0);
         }

@@ -524,6 +524,16 @@ struct Respond<'a> {
     client_close: bool,
 }
 
+/// What the client learns of the body's length.
+enum Length {
+    /// The head already has a `Content-Length`.
+    InHead,
+    /// Known, to be written.
+    Known(u64),
+    /// Unknown: the body is sent chunked.
+    Unknown,
+}
+
 /// How the body follows the head written.
 struct Plan {
     /// No body (`HEAD`, 204, 304).
@@ -546,7 +556,7 @@ impl Respond<'_> {
     }
 
     /// Ends the head: framing and connection fields, the blank line.
-    fn finish(self, status: StatusCode, length: Option<Option<u64>>, close: bool) -> Plan {
+    fn finish(self, status: StatusCode, length: Length, close: bool) -> Plan {
         let bodiless = self.head_only
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -554,14 +564,13 @@ impl Respond<'_> {
         let mut chunked = false;
         if !bodiless {
             match length {
-                // The head already has its Content-Length.
-                Some(None) => {}
-                Some(Some(n)) => {
+                Length::InHead => {}
+                Length::Known(n) => {
                     self.out.extend_from_slice(b"content-length: ");
                     push_u64(self.out, n);
                     self.out.extend_from_slice(b"\r\n");
                 }
-                None => {
+                Length::Unknown => {
                     chunked = true;
                     field(self.out, b"transfer-encoding", b"chunked");
                 }
@@ -615,7 +624,12 @@ impl Respond<'_> {
             field(self.out, b"set-cookie", cookie.as_bytes());
         }
         let close = self.client_close;
-        self.finish(head.status, length.then_some(None), close)
+        let length = if length {
+            Length::InHead
+        } else {
+            Length::Unknown
+        };
+        self.finish(head.status, length, close)
     }
 
     /// The head for a response the gateway made (errors); `exact` is its
@@ -632,7 +646,11 @@ impl Respond<'_> {
             length |= name == header::CONTENT_LENGTH;
             field(self.out, name.as_str().as_bytes(), value.as_bytes());
         }
-        let length = if length { Some(None) } else { exact.map(Some) };
+        let length = match (length, exact) {
+            (true, _) => Length::InHead,
+            (false, Some(n)) => Length::Known(n),
+            (false, None) => Length::Unknown,
+        };
         self.finish(parts.status, length, close)
     }
 }

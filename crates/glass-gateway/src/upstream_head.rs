@@ -7,7 +7,7 @@
 //! gateway's own upstream path; hyper's client path applies the same
 //! rules to a `HeaderMap` (`headers`), and a test compares the two.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, request};
 
 use crate::h1_serve::field;
@@ -70,22 +70,18 @@ impl ClientHead for MapHead<'_> {
     }
 
     fn request_id(&self) -> Option<HeaderValue> {
-        first(&self.parts.headers, &headers::X_REQUEST_ID)
-            .filter(|v| headers::sane_request_id(v.as_bytes()))
+        let first = self.parts.headers.get(&headers::X_REQUEST_ID).cloned();
+        first.filter(|v| headers::sane_request_id(v.as_bytes()))
     }
 
     fn traceparent(&self) -> Option<HeaderValue> {
-        first(&self.parts.headers, &headers::TRACEPARENT)
-            .filter(|v| headers::propagated_traceparent(v.as_bytes()))
+        let first = self.parts.headers.get(&headers::TRACEPARENT).cloned();
+        first.filter(|v| headers::propagated_traceparent(v.as_bytes()))
     }
 
     fn has_content_length(&self) -> bool {
         self.parts.headers.contains_key(header::CONTENT_LENGTH)
     }
-}
-
-fn first(map: &HeaderMap, name: &http::HeaderName) -> Option<HeaderValue> {
-    map.get(name).cloned()
 }
 
 /// Writes the head for `request` into `out`, and the request id and

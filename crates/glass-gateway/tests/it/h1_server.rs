@@ -153,6 +153,29 @@ async fn pipelined_requests_are_answered_in_order_across_the_hand_over() {
     g.stop().await;
 }
 
+#[tokio::test]
+async fn a_bodiless_post_is_sent_with_a_zero_length() {
+    let b = http_backend("b").await;
+    let mut g = Glass::start().await;
+    g.route(static_route("all", &[b.addr], json!({})))
+        .publish()
+        .await;
+    // No Content-Length and no body: the own server sends it, and says so
+    // (some upstreams want a length on POST).
+    let (out, _) = raw(
+        g.addr,
+        b"POST /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&out), Some(200), "{out}");
+    let seen: serde_json::Value =
+        serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["headers"]["content-length"], "0", "{seen}");
+    g.stop().await;
+}
+
 /// An upstream that answers `/chunked` chunked with a trailer (keeping the
 /// connection) and anything else with a body delimited by its close.
 async fn framing_backend() -> Backend {
