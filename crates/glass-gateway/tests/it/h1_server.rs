@@ -26,6 +26,12 @@ const CLIENT_FIELDS: [(&str, &str); 10] = [
     ("tracestate", "vendor=1"),
 ];
 
+/// What the echo backend saw, from one raw response.
+fn echoed(out: &str) -> serde_json::Value {
+    let body = out.find("\r\n\r\n").map_or("", |at| &out[at + 4..]);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 #[tokio::test]
 async fn both_servers_forward_the_same_fields() {
     let b = http_backend("b").await;
@@ -106,8 +112,7 @@ async fn trusted_forwarding_fields_are_extended_on_the_own_server() {
     )
     .await;
     assert_eq!(status_of(&out), Some(200), "{out}");
-    let seen: serde_json::Value =
-        serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let seen = echoed(&out);
     let f = &seen["headers"];
     assert_eq!(f["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
     assert_eq!(
@@ -169,8 +174,7 @@ async fn a_bodiless_post_is_sent_with_a_zero_length() {
     )
     .await;
     assert_eq!(status_of(&out), Some(200), "{out}");
-    let seen: serde_json::Value =
-        serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let seen = echoed(&out);
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["headers"]["content-length"], "0", "{seen}");
     g.stop().await;
