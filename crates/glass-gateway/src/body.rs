@@ -257,13 +257,55 @@ impl Upload {
     }
 }
 
+/// A request body as a client sends it, from whichever server read it.
+pub(crate) enum ClientBody {
+    /// From hyper's server (HTTP/1.1 requests with a body).
+    Hyper(Incoming),
+    /// From the gateway's own HTTP/2 server.
+    H2(crate::h2_serve::RequestBody),
+    /// No body (the HTTP/2 request ended with its head).
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The body sent upstream.
 pub(crate) enum RequestBody {
     /// No body (or one that is known to be empty).
     Empty,
     /// The client's body, size-limited and tracked.
     Stream {
-        inner: Incoming,
+        inner: ClientBody,
         sent: u64,
         limit: u64,
         epoch: Instant,
@@ -272,7 +314,7 @@ pub(crate) enum RequestBody {
 }
 
 impl RequestBody {
-    pub(crate) fn stream(inner: Incoming, limit: u64, epoch: Instant) -> (Self, Arc<Upload>) {
+    pub(crate) fn stream(inner: ClientBody, limit: u64, epoch: Instant) -> (Self, Arc<Upload>) {
         let upload = Arc::new(Upload::default());
         upload.touch(epoch);
         (
@@ -323,7 +365,7 @@ impl Body for RequestBody {
                     }
                     Some(Err(err)) => {
                         upload.fail(UPLOAD_MALFORMED);
-                        Poll::Ready(Some(Err(err.into())))
+                        Poll::Ready(Some(Err(err)))
                     }
                     None => {
                         upload.done.store(true, Relaxed);

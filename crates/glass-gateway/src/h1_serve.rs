@@ -750,6 +750,11 @@ impl<S> Prefixed<S> {
     fn new(prefix: Bytes, io: S) -> Self {
         Prefixed { prefix, io }
     }
+
+    /// The client opened with the HTTP/2 preface (h2c, prior knowledge).
+    pub(crate) fn is_http2(&self) -> bool {
+        self.prefix.starts_with(b"PRI * HTTP/2.0")
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -16,8 +16,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
+use crate::body::ClientBody;
 use crate::config::GatewayConfig;
 use crate::h1_serve::{self, Ended};
+use crate::h2_serve;
 use crate::metrics::GatewayMetrics;
 use crate::proxy::{self, Conn, Shared};
 use crate::retry::RetryBudget;
@@ -258,6 +260,10 @@ async fn serve(
     let result = match tls {
         None => match h1_serve::serve(stream, &shared, &conn, &mut draining).await {
             Ended::Closed => return,
+            Ended::HandOver(io) if io.is_http2() => {
+                h2_serve::serve(io, &shared, &conn, &mut draining).await;
+                return;
+            }
             Ended::HandOver(io) => serve_hyper(io, &builder, &shared, conn, draining).await,
         },
         Some(acceptor) => {
@@ -276,7 +282,8 @@ async fn serve(
                 }
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                serve_hyper(stream, &builder.http2_only(), &shared, conn, draining).await
+                h2_serve::serve(stream, &shared, &conn, &mut draining).await;
+                return;
             } else {
                 // HTTP/1.1 over TLS: the own server first, as in cleartext.
                 match h1_serve::serve(stream, &shared, &conn, &mut draining).await {
@@ -307,7 +314,9 @@ where
 {
     let service = {
         let shared = shared.clone();
-        service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req))
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            proxy::handle(shared.clone(), conn.clone(), req.map(ClientBody::Hyper))
+        })
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);

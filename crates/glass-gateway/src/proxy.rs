@@ -11,12 +11,11 @@ use arc_swap::ArcSwap;
 use glass_model::{HashOn, LbPolicy, UpstreamProtocol};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::balance::PickKey;
-use crate::body::{OnEnd, ProxyBody, RequestBody, Upload, UploadFailure, UpstreamBody};
+use crate::body::{ClientBody, OnEnd, ProxyBody, RequestBody, Upload, UploadFailure, UpstreamBody};
 use crate::config::GatewayConfig;
 use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{GatewayError, Kind, Side, rescue};
@@ -138,7 +137,7 @@ fn protocol_name(v: Version) -> &'static str {
 }
 
 /// The host a request is for: `:authority` or `Host`, lowercase, no port.
-fn host_of(req: &Request<Incoming>) -> String {
+fn host_of(req: &Request<ClientBody>) -> String {
     let raw = req
         .uri()
         .authority()
@@ -166,7 +165,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-fn is_websocket(req: &Request<Incoming>) -> bool {
+fn is_websocket(req: &Request<ClientBody>) -> bool {
     let h = req.headers();
     req.method() == Method::GET
         && h.get(header::UPGRADE)
@@ -250,7 +249,7 @@ pub(crate) const FRAMED_TWO_WAYS: &str =
 /// not one number (smuggling shapes), a missing or repeated `Host`,
 /// `CONNECT` (the gateway is no forward proxy), and WebSocket handshakes
 /// that are incomplete or carry a body.
-fn check_request(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayError> {
+fn check_request(req: &Request<ClientBody>, max_body: u64) -> Result<(), GatewayError> {
     let h = req.headers();
     let bad = |why: &str| {
         Err(GatewayError::new(
@@ -318,7 +317,7 @@ fn check_request(req: &Request<Incoming>, max_body: u64) -> Result<(), GatewayEr
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let mut exchange = Exchange {
@@ -403,7 +402,7 @@ async fn forward(
     shared: &Shared,
     conn: &Conn,
     entry: &Arc<RouteEntry>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let config = &shared.config;
