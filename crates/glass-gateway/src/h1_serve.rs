@@ -22,7 +22,6 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use glass_model::UpstreamProtocol;
@@ -36,13 +35,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::access_log::push_u64;
-use crate::body::{ProxyBody, UpstreamBody};
-use crate::endpoint::Endpoint;
+use crate::body::ProxyBody;
 use crate::error::{GatewayError, Kind, Side};
 use crate::h1;
 use crate::headers::{self, Fields};
-use crate::proxy::{self, Conn, Exchange, Keys, Shared};
-use crate::retry::idempotent;
+use crate::proxy::{self, Conn, Exchange, Keys, RawAnswer, Shared};
 use crate::table::RouteEntry;
 use crate::upstream_head::{self, ClientHead};
 
@@ -155,7 +152,9 @@ async fn refuse_framed_two_ways<S>(
     );
     let target = PathAndQuery::from_maybe_shared(request.head.slice(request.target.clone()))
         .unwrap_or_else(|_| PathAndQuery::from_static("/"));
-    let mut exchange = new_exchange(request, conn, None, target);
+    let host = std::mem::take(&mut request.host);
+    let method = request.method.clone();
+    let mut exchange = Exchange::start(method, host, Uri::from(target), "HTTP/1.1", conn, None);
     let (parts, body) = proxy::fail(shared, None, &mut exchange, &err, false).into_parts();
     let exact = body.size_hint().exact();
     let respond = Respond {
@@ -420,7 +419,7 @@ impl Fields for RawRequest {
 }
 
 /// `Host` as routing wants it: lowercase, no port.
-fn host_name(value: &[u8]) -> String {
+pub(crate) fn host_name(value: &[u8]) -> String {
     let value = std::str::from_utf8(value).unwrap_or("");
     let host = if value.starts_with('[') {
         value.split_inclusive(']').next().unwrap_or("")
@@ -428,30 +427,6 @@ fn host_name(value: &[u8]) -> String {
         value.split(':').next().unwrap_or("")
     };
     host.to_ascii_lowercase()
-}
-
-/// The access log's facts about `request`, starting now.
-fn new_exchange(
-    request: &mut RawRequest,
-    conn: &Conn,
-    entry: Option<&Arc<RouteEntry>>,
-    target: PathAndQuery,
-) -> Exchange {
-    Exchange {
-        arrived: SystemTime::now(),
-        started: Instant::now(),
-        request_id: HeaderValue::from_static(""),
-        trace: HeaderValue::from_static(""),
-        method: request.method.clone(),
-        host: std::mem::take(&mut request.host),
-        uri: Uri::from(target),
-        protocol: "HTTP/1.1",
-        client: conn.forwarding.xff.clone(),
-        route: entry.map(|e| e.name.clone()),
-        upstream: None,
-        attempts: 0,
-        deadline: None,
-    }
 }
 
 /// Runs the exchange for `request` on `entry`; failures become responses.
@@ -464,45 +439,37 @@ async fn exchange(
     upstream_head: &mut Vec<u8>,
     respond: Respond<'_>,
 ) -> (ProxyBody, Plan) {
-    let timeouts = entry.route.timeouts;
-    let mut exchange = new_exchange(request, conn, Some(entry), target);
-    let deadline = timeouts.total.map(|t| exchange.started + t);
-    exchange.deadline = deadline;
+    let host = std::mem::take(&mut request.host);
+    let method = request.method.clone();
+    let mut exchange = Exchange::start(
+        method,
+        host,
+        Uri::from(target),
+        "HTTP/1.1",
+        conn,
+        Some(entry),
+    );
     upstream_head.clear();
     upstream_head::encode(upstream_head, &*request, entry, shared, conn, &mut exchange);
     let keys = Keys::of(entry, &*request);
-    let key = keys.pick_key(conn.peer.ip());
-    let method = &request.method;
-    let encoded = &upstream_head[..];
-    let send = |endpoint: Arc<Endpoint>, start| async move {
-        proxy::send_h1_raw(&endpoint, method, encoded, timeouts, start, deadline).await
-    };
-    let retry_allowed = idempotent(method);
-    match proxy::attempts(
+    let answer = proxy::forward_raw(
         shared,
+        conn,
         entry,
-        &key,
+        &request.method,
+        upstream_head,
+        &keys,
         &mut exchange,
-        retry_allowed,
-        true,
-        send,
     )
-    .await
-    {
-        Ok(((head, body), in_flight)) => {
-            drop(in_flight);
-            let plan = respond.raw(&head, entry, &exchange, keys.sticky.as_deref());
-            let body = proxy::response_body(
-                shared,
-                entry,
-                &mut exchange,
-                head.status,
-                UpstreamBody::H1(body),
-            );
-            (body, plan)
-        }
-        Err(err) => {
-            let response = proxy::fail(shared, Some(entry), &mut exchange, &err, false);
+    .await;
+    match answer {
+        RawAnswer::Upstream {
+            head,
+            body,
+            request_id,
+            cookie,
+        } => (body, respond.raw(&head, entry, &request_id, cookie)),
+        RawAnswer::Made(response) => {
             let (parts, body) = response.into_parts();
             let exact = body.size_hint().exact();
             (body, respond.made(&parts, exact))
@@ -595,32 +562,20 @@ impl Respond<'_> {
         mut self,
         head: &h1::RawHead,
         entry: &RouteEntry,
-        exchange: &Exchange,
-        sticky: Option<&str>,
+        request_id: &HeaderValue,
+        cookie: Option<HeaderValue>,
     ) -> Plan {
         self.status_line(head.status);
-        let named: smallvec::SmallVec<[&[u8]; 4]> = head
-            .values("connection")
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .collect();
         let mut length = false;
-        for (name, value) in head.fields() {
-            if headers::is_hop_by_hop(name)
-                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
-                || name.eq_ignore_ascii_case(headers::X_REQUEST_ID.as_str().as_bytes())
-                || entry.response_edits.drops(name)
-            {
-                continue;
-            }
+        for (name, value) in proxy::passed_on(head, entry) {
             length |= name.eq_ignore_ascii_case(b"content-length");
             field(self.out, name, value);
         }
         for (name, value) in entry.response_edits.added() {
             field(self.out, name.as_str().as_bytes(), value.as_bytes());
         }
-        field(self.out, b"x-request-id", exchange.request_id.as_bytes());
-        if let Some(cookie) = proxy::sticky_cookie(entry, exchange, sticky) {
+        field(self.out, b"x-request-id", request_id.as_bytes());
+        if let Some(cookie) = cookie {
             field(self.out, b"set-cookie", cookie.as_bytes());
         }
         let close = self.client_close;

@@ -80,6 +80,34 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// The access log record; takes the owned text out (called once).
+    /// The access log's facts about a request arriving now.
+    pub(crate) fn start(
+        method: Method,
+        host: String,
+        uri: Uri,
+        protocol: &'static str,
+        conn: &Conn,
+        entry: Option<&Arc<RouteEntry>>,
+    ) -> Exchange {
+        Exchange {
+            arrived: SystemTime::now(),
+            started: Instant::now(),
+            request_id: HeaderValue::from_static(""),
+            trace: HeaderValue::from_static(""),
+            method,
+            host,
+            uri,
+            protocol,
+            client: conn.forwarding.xff.clone(),
+            route: entry.map(|e| e.name.clone()),
+            upstream: None,
+            attempts: 0,
+            deadline: entry
+                .and_then(|e| e.route.timeouts.total)
+                .map(|t| Instant::now() + t),
+        }
+    }
+
     fn record(
         &mut self,
         status: u16,
@@ -319,22 +347,14 @@ pub(crate) async fn handle(
     conn: Arc<Conn>,
     req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
-    let mut exchange = Exchange {
-        arrived: SystemTime::now(),
-        started,
-        request_id: HeaderValue::from_static(""),
-        trace: HeaderValue::from_static(""),
-        method: req.method().clone(),
-        host: host_of(&req),
-        uri: req.uri().clone(),
-        protocol: protocol_name(req.version()),
-        client: conn.forwarding.xff.clone(),
-        route: None,
-        upstream: None,
-        attempts: 0,
-        deadline: None,
-    };
+    let mut exchange = Exchange::start(
+        req.method().clone(),
+        host_of(&req),
+        req.uri().clone(),
+        protocol_name(req.version()),
+        &conn,
+        None,
+    );
     let grpc = is_grpc(req.headers());
     let table = shared.table.load_full();
     let checked = check_request(&req, shared.config.max_body_bytes);
@@ -570,6 +590,79 @@ async fn forward(
         client_upgrade,
         keys.sticky.as_deref(),
     ))
+}
+
+/// What the gateway's own servers get back for a bodiless request sent to
+/// an HTTP/1.1 upstream on the gateway's own path.
+pub(crate) enum RawAnswer {
+    /// The upstream's head as received, its body (timed, logged when it
+    /// ends), and what the gateway adds to the head.
+    Upstream {
+        head: h1::RawHead,
+        body: ProxyBody,
+        request_id: HeaderValue,
+        cookie: Option<HeaderValue>,
+    },
+    /// A response the gateway made (an error).
+    Made(Response<ProxyBody>),
+}
+
+/// Sends a bodiless request, its head already `encoded`, to `entry`'s
+/// upstreams on the gateway's own HTTP/1.1 path, with the same balancing,
+/// retries and accounting as every request; failures become responses.
+pub(crate) async fn forward_raw(
+    shared: &Shared,
+    conn: &Conn,
+    entry: &Arc<RouteEntry>,
+    method: &Method,
+    encoded: &[u8],
+    keys: &Keys,
+    exchange: &mut Exchange,
+) -> RawAnswer {
+    let timeouts = entry.route.timeouts;
+    let deadline = exchange.deadline;
+    let key = keys.pick_key(conn.peer.ip());
+    let send = |endpoint: Arc<Endpoint>, start| async move {
+        send_h1_raw(&endpoint, method, encoded, timeouts, start, deadline).await
+    };
+    let retry_allowed = idempotent(method);
+    match attempts(shared, entry, &key, exchange, retry_allowed, true, send).await {
+        Ok(((head, body), in_flight)) => {
+            drop(in_flight);
+            let request_id = exchange.request_id.clone();
+            let cookie = sticky_cookie(entry, exchange, keys.sticky.as_deref());
+            let body = response_body(shared, entry, exchange, head.status, UpstreamBody::H1(body));
+            RawAnswer::Upstream {
+                head,
+                body,
+                request_id,
+                cookie,
+            }
+        }
+        Err(err) => RawAnswer::Made(fail(shared, Some(entry), exchange, &err, false)),
+    }
+}
+
+/// The fields of an upstream's response head passed on to the client:
+/// not hop-by-hop ones or those its `Connection` names, not its
+/// `x-request-id` (the gateway sets its own), not those the route's edits
+/// remove or set. The edits' fields, the request id and the sticky
+/// cookie follow them.
+pub(crate) fn passed_on<'a>(
+    head: &'a h1::RawHead,
+    entry: &'a RouteEntry,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    let named: smallvec::SmallVec<[&[u8]; 4]> = head
+        .values("connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    head.fields().filter(move |(name, _)| {
+        !(headers::is_hop_by_hop(name)
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || name.eq_ignore_ascii_case(headers::X_REQUEST_ID.as_str().as_bytes())
+            || entry.response_edits.drops(name))
+    })
 }
 
 /// One attempt on the gateway's own HTTP/1.1 path, answered as a

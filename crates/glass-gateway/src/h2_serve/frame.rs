@@ -170,6 +170,12 @@ pub(crate) fn parse_settings(payload: &[u8]) -> Result<PeerSettings, Reason> {
     Ok(s)
 }
 
+/// The stream a priority block (HEADERS with PRIORITY, or PRIORITY) names
+/// as its dependency.
+pub(crate) fn dependency(priority: &[u8]) -> u32 {
+    u32::from_be_bytes([priority[0], priority[1], priority[2], priority[3]]) & 0x7fff_ffff
+}
+
 /// Removes the padding of a PADDED frame's payload (RFC 9113 §6.1).
 pub(crate) fn unpad(head: &Head, payload: &[u8]) -> Result<(usize, usize), Reason> {
     if !head.has(flag::PADDED) {

@@ -44,7 +44,10 @@ use frame::{Head, Reason, flag, kind};
 
 use crate::body::{BoxError, ClientBody, ProxyBody};
 use crate::hpack;
-use crate::proxy::{self, Conn, Shared};
+use crate::proxy::{self, Conn, Exchange, Keys, RawAnswer, Shared};
+use crate::table::RouteEntry;
+use crate::{h1, upstream_head};
+use glass_model::UpstreamProtocol;
 
 /// Streams a client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -63,7 +66,8 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// The work of one stream, polled by the connection: it ends with the
 /// next thing to send.
-type Work = Abortable<Pin<Box<dyn Future<Output = (u32, Step)> + Send>>>;
+type Work = Abortable<WorkFuture>;
+type WorkFuture = Pin<Box<dyn Future<Output = (u32, Step)> + Send>>;
 
 enum Step {
     /// The response head, and the body's first frame if it was ready.
@@ -72,8 +76,23 @@ enum Step {
         ProxyBody,
         Poll<Option<Result<Frame<Bytes>, BoxError>>>,
     ),
+    /// The upstream's head as received on the own HTTP/1.1 path, and the
+    /// body's first frame if it was ready.
+    Raw(
+        Box<RawResponse>,
+        ProxyBody,
+        Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    ),
     /// The body's next frame.
     Frame(Option<Result<Frame<Bytes>, BoxError>>, ProxyBody),
+}
+
+/// An upstream's response head and what the gateway adds to it.
+struct RawResponse {
+    head: h1::RawHead,
+    entry: Arc<RouteEntry>,
+    request_id: http::HeaderValue,
+    cookie: Option<http::HeaderValue>,
 }
 
 /// Serves HTTP/2 on `io` until the connection ends. `io` starts with the
@@ -87,13 +106,14 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut c = Connection::new(io, shared, conn);
-    c.start();
     let preface = tokio::time::timeout(shared.config.header_read_timeout, c.read_preface()).await;
     if !matches!(preface, Ok(true)) {
-        c.error(Reason::Protocol, "no HTTP/2 preface");
-        let _ = c.io.write_all(&c.out.buf).await;
+        // Not HTTP/2: closed without a word (RFC 9113 §3.4).
+        tracing::debug!(peer = %conn.peer, "No HTTP/2 preface");
+        let _ = c.io.shutdown().await;
         return;
     }
+    c.start();
     // Frames that came with the preface.
     c.frames();
     let mut draining = std::pin::pin!(drain.changed());
@@ -147,6 +167,8 @@ struct Continuing {
     end_stream: bool,
     block: Vec<u8>,
     frames: usize,
+    /// The stream was made to depend on itself (a stream error).
+    self_dependent: bool,
 }
 
 /// What the server writes: frames gathered in one buffer, and the send
@@ -159,6 +181,8 @@ struct Output {
     /// Connection-level window for DATA the server sends.
     window: i64,
     max_frame: usize,
+    /// A field name, lowercased.
+    name: Vec<u8>,
 }
 
 impl Output {
@@ -166,8 +190,7 @@ impl Output {
     /// larger than the client's frame size): `status` for a response head,
     /// `None` for trailers.
     fn headers(&mut self, stream: u32, status: Option<u16>, fields: &HeaderMap, end: bool) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; frame::HEADER_LEN]);
+        let start = self.begin_block();
         match status {
             Some(s) => self.encoder.status(&mut self.buf, s),
             None => self.encoder.trailers(&mut self.buf),
@@ -188,6 +211,47 @@ impl Output {
             self.encoder
                 .field(&mut self.buf, name, value.as_bytes(), value.is_sensitive());
         }
+        self.end_block(start, stream, end);
+    }
+
+    /// The head of an upstream's response on the own HTTP/1.1 path,
+    /// written from its bytes with the same fields passed on as for an
+    /// HTTP/1.1 client.
+    fn raw_headers(&mut self, stream: u32, r: &RawResponse, end: bool) {
+        let start = self.begin_block();
+        self.encoder.status(&mut self.buf, r.head.status.as_u16());
+        for (name, value) in proxy::passed_on(&r.head, &r.entry) {
+            // HTTP/2 field names are lowercase.
+            self.name.clear();
+            self.name.extend(name.iter().map(u8::to_ascii_lowercase));
+            self.encoder.field(&mut self.buf, &self.name, value, false);
+        }
+        for (name, value) in r.entry.response_edits.added() {
+            let name = name.as_str().as_bytes();
+            self.encoder
+                .field(&mut self.buf, name, value.as_bytes(), value.is_sensitive());
+        }
+        // Unique per response: never indexed.
+        let id = r.request_id.as_bytes();
+        self.encoder.field(&mut self.buf, b"x-request-id", id, true);
+        if let Some(cookie) = &r.cookie {
+            self.encoder
+                .field(&mut self.buf, b"set-cookie", cookie.as_bytes(), false);
+        }
+        self.end_block(start, stream, end);
+    }
+
+    /// Room for the frame header of a header block written next.
+    fn begin_block(&mut self) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; frame::HEADER_LEN]);
+        start
+    }
+
+    /// Frames the header block written since `start`: one HEADERS frame,
+    /// or HEADERS and CONTINUATION frames if it is larger than the
+    /// client's frame size.
+    fn end_block(&mut self, start: usize, stream: u32, end: bool) {
         let end_flag = if end { flag::END_STREAM } else { 0 };
         let len = self.buf.len() - start - frame::HEADER_LEN;
         if len <= self.max_frame {
@@ -257,6 +321,8 @@ struct Connection<'a, S> {
     read: BytesMut,
     out: Output,
     decoder: hpack::Decoder,
+    /// The header block being decoded.
+    collect: request::Collect,
     streams: HashMap<u32, Stream>,
     work: FuturesUnordered<Work>,
     releases: Releases,
@@ -264,6 +330,8 @@ struct Connection<'a, S> {
     /// The highest stream id the client has opened.
     last_stream: u32,
     continuing: Option<Continuing>,
+    /// The request body of the stream being opened.
+    pending_body: Option<mpsc::UnboundedSender<Piece>>,
     /// The window every new stream starts with, from the client's settings.
     peer_initial_window: i64,
     /// Connection-level bytes the client may still send, and credit taken
@@ -297,7 +365,9 @@ where
                 encoder: hpack::Encoder::new(),
                 window: frame::DEFAULT_WINDOW,
                 max_frame: frame::DEFAULT_MAX_FRAME,
+                name: Vec::new(),
             },
+            collect: request::Collect::default(),
             decoder: hpack::Decoder::new(4096),
             streams: HashMap::new(),
             work: FuturesUnordered::new(),
@@ -305,6 +375,7 @@ where
             released,
             last_stream: 0,
             continuing: None,
+            pending_body: None,
             peer_initial_window: frame::DEFAULT_WINDOW,
             recv_window: i64::from(CONNECTION_WINDOW),
             unreleased: 0,
@@ -496,6 +567,8 @@ where
                 }
                 if head.len != 5 {
                     self.reset_stream(head.stream, Reason::FrameSize);
+                } else if frame::dependency(&payload) == head.stream {
+                    self.reset_stream(head.stream, Reason::Protocol);
                 }
                 Ok(())
             }
@@ -511,22 +584,25 @@ where
             return Err((Reason::Protocol, "HEADERS on stream 0 or an even stream"));
         }
         let (mut start, end) = frame::unpad(&head, payload).map_err(|r| (r, "bad padding"))?;
+        let mut self_dependent = false;
         if head.has(flag::PRIORITY) {
             if end - start < 5 {
                 return Err((Reason::FrameSize, "HEADERS too short for its priority"));
             }
+            self_dependent = frame::dependency(&payload[start..]) == id;
             start += 5;
         }
         let fragment = &payload[start..end];
         let end_stream = head.has(flag::END_STREAM);
         if head.has(flag::END_HEADERS) {
-            return self.block(id, end_stream, fragment);
+            return self.block(id, end_stream, fragment, self_dependent);
         }
         self.continuing = Some(Continuing {
             stream: id,
             end_stream,
             block: fragment.to_vec(),
             frames: 0,
+            self_dependent,
         });
         Ok(())
     }
@@ -542,7 +618,7 @@ where
         }
         if head.has(flag::END_HEADERS) {
             let c = self.continuing.take().expect("checked above");
-            return self.block(c.stream, c.end_stream, &c.block);
+            return self.block(c.stream, c.end_stream, &c.block, c.self_dependent);
         }
         Ok(())
     }
@@ -553,22 +629,20 @@ where
         id: u32,
         end_stream: bool,
         block: &[u8],
+        self_dependent: bool,
     ) -> Result<(), (Reason, &'static str)> {
         let shared = self.shared;
         let config = &shared.config;
         let max_list = config.max_header_bytes;
         let trailers = self.streams.get(&id).is_some_and(|s| s.remote_open);
-        let mut fields = if trailers {
-            request::Collect::trailers()
-        } else {
-            request::Collect::default()
-        };
+        self.collect.reset(trailers);
         // Decoded even when refused: the compression state is shared.
+        let collect = &mut self.collect;
         let decoded = self
             .decoder
-            .decode(block, max_list, |n, v| fields.field(n, v));
+            .decode(block, max_list, |n, v| collect.field(n, v));
         let too_large = match decoded {
-            Ok(()) => fields.count > config.max_headers,
+            Ok(()) => self.collect.count > config.max_headers,
             Err(hpack::DecodeError::ListTooLarge) => true,
             Err(_) => return Err((Reason::Compression, "a header block that does not decode")),
         };
@@ -577,23 +651,25 @@ where
                 self.reset_stream(id, Reason::Protocol);
                 return Ok(());
             }
-            return match fields.finish_trailers() {
-                Ok(t) => {
-                    self.request_ended(id, Some(t));
-                    Ok(())
-                }
-                Err(_) => {
-                    self.reset_stream(id, Reason::Protocol);
-                    Ok(())
-                }
-            };
-        }
-        if id <= self.last_stream {
-            // A stream whose request has ended, or one already closed.
-            self.reset_stream(id, Reason::StreamClosed);
+            match self.collect.trailer_map() {
+                Ok(t) => self.request_ended(id, Some(t)),
+                Err(_) => self.reset_stream(id, Reason::Protocol),
+            }
             return Ok(());
         }
+        if id <= self.last_stream {
+            // Not a new stream (RFC 9113 §5.1, §5.1.1).
+            return Err(if self.streams.contains_key(&id) {
+                (Reason::StreamClosed, "HEADERS on a stream whose request ended")
+            } else {
+                (Reason::Protocol, "a stream id not above the last one")
+            });
+        }
         self.last_stream = id;
+        if self_dependent {
+            frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
+            return Ok(());
+        }
         if self.going_away {
             // After GOAWAY new streams are ignored (RFC 9113 §6.8).
             return Ok(());
@@ -614,25 +690,109 @@ where
             }
             return Ok(());
         }
-        let head = match fields.finish() {
-            Ok(head) => head,
-            Err(why) => {
-                tracing::debug!(stream = id, why, "Malformed HTTP/2 request");
-                frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
-                return Ok(());
+        let sealed = self.collect.seal().and_then(|()| {
+            // A request that ends with its head has no body to count.
+            match self.collect.length {
+                Some(n) if end_stream && n != 0 => Err("content-length without DATA"),
+                _ => Ok(()),
             }
+        });
+        if let Err(why) = sealed {
+            tracing::debug!(stream = id, why, "Malformed HTTP/2 request");
+            frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
+            return Ok(());
+        }
+        let work = match self.raw_work(id, end_stream) {
+            Some(work) => work,
+            None => match self.collect.head() {
+                Ok(head) => self.general_work(id, head, end_stream),
+                Err(why) => {
+                    tracing::debug!(stream = id, why, "Malformed HTTP/2 request");
+                    frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
+                    return Ok(());
+                }
+            },
         };
-        self.open(id, head, end_stream);
+        self.open(id, work, end_stream);
         Ok(())
     }
 
-    /// Opens a stream for a request and starts its work.
-    fn open(&mut self, id: u32, head: request::Head, end_stream: bool) {
-        let (body, sender) = if end_stream {
-            (ClientBody::Empty, None)
+    /// The work for the common request — no body, routed to an HTTP/1.1
+    /// upstream — on the own HTTP/1.1 path: the upstream head is encoded
+    /// from the decoded fields, the response head from the upstream's
+    /// bytes; no `HeaderMap` either way.
+    fn raw_work(&mut self, id: u32, end_stream: bool) -> Option<WorkFuture> {
+        let c = &self.collect;
+        if !end_stream || !c.plain() || *c.method() == http::Method::CONNECT {
+            return None;
+        }
+        let host = c.host_name();
+        let entry = self
+            .shared
+            .table
+            .load()
+            .find(&host, c.path(), c.method(), c)
+            .filter(|e| e.route.protocol == UpstreamProtocol::Http1)
+            .cloned()?;
+        let target = c.path_and_query()?;
+        let (shared, conn) = (self.shared.clone(), self.conn.clone());
+        let method = c.method().clone();
+        let mut exchange = Exchange::start(
+            method.clone(),
+            host,
+            http::Uri::from(target),
+            "HTTP/2",
+            &conn,
+            Some(&entry),
+        );
+        let mut encoded = Vec::with_capacity(512);
+        upstream_head::encode(&mut encoded, c, &entry, &shared, &conn, &mut exchange);
+        let keys = Keys::of(&entry, c);
+        Some(Box::pin(async move {
+            let answer = proxy::forward_raw(
+                &shared,
+                &conn,
+                &entry,
+                &method,
+                &encoded,
+                &keys,
+                &mut exchange,
+            )
+            .await;
+            match answer {
+                RawAnswer::Upstream {
+                    head,
+                    mut body,
+                    request_id,
+                    cookie,
+                } => {
+                    let first = first_frame(&mut body).await;
+                    let r = RawResponse {
+                        head,
+                        entry,
+                        request_id,
+                        cookie,
+                    };
+                    (id, Step::Raw(Box::new(r), body, first))
+                }
+                RawAnswer::Made(resp) => {
+                    let (parts, mut body) = resp.into_parts();
+                    let first = first_frame(&mut body).await;
+                    (id, Step::Answer(parts, body, first))
+                }
+            }
+        }))
+    }
+
+    /// The work for any other request: the general path, as for hyper's
+    /// HTTP/1.1 server.
+    fn general_work(&mut self, id: u32, head: request::Head, end_stream: bool) -> WorkFuture {
+        let body = if end_stream {
+            ClientBody::Empty
         } else {
-            let (b, tx) = RequestBody::new(id, head.length, self.releases.clone());
-            (ClientBody::H2(b), Some(tx))
+            let (b, tx) = RequestBody::new(id, self.collect.length, self.releases.clone());
+            self.pending_body = Some(tx);
+            ClientBody::H2(b)
         };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
@@ -641,22 +801,26 @@ where
         *req.headers_mut() = head.headers;
         let shared = self.shared.clone();
         let conn = self.conn.clone();
-        let work = async move {
+        Box::pin(async move {
             let Ok(resp) = proxy::handle(shared, conn, req).await;
             let (parts, mut body) = resp.into_parts();
-            let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let first = first_frame(&mut body).await;
             (id, Step::Answer(parts, body, first))
-        };
+        })
+    }
+
+    /// Opens a stream for a request and starts its work.
+    fn open(&mut self, id: u32, work: WorkFuture, end_stream: bool) {
         let (handle, registration) = AbortHandle::new_pair();
-        self.work.push(Abortable::new(Box::pin(work), registration));
+        self.work.push(Abortable::new(work, registration));
         self.streams.insert(
             id,
             Stream {
-                body: sender,
+                body: self.pending_body.take(),
                 remote_open: !end_stream,
                 recv_window: i64::from(STREAM_WINDOW),
                 unreleased: 0,
-                length: head.length,
+                length: self.collect.length,
                 received: 0,
                 send_window: self.peer_initial_window,
                 blocked: None,
@@ -889,6 +1053,15 @@ where
                     Poll::Pending => self.next_frame(id, body),
                 }
             }
+            Step::Raw(r, body, first) => {
+                let end = matches!(first, Poll::Ready(None));
+                self.out.raw_headers(id, &r, end);
+                match first {
+                    Poll::Ready(None) => self.response_ended(id),
+                    Poll::Ready(Some(f)) => self.body_frame(id, f, body),
+                    Poll::Pending => self.next_frame(id, body),
+                }
+            }
             Step::Frame(Some(f), body) => self.body_frame(id, f, body),
             Step::Frame(None, _) => {
                 frame::put_head(&mut self.out.buf, 0, kind::DATA, flag::END_STREAM, id);
@@ -984,4 +1157,9 @@ where
             self.unblock(id);
         }
     }
+}
+
+/// The body's first frame if it is ready now, without waiting.
+async fn first_frame(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
 }
