@@ -660,7 +660,10 @@ where
         if id <= self.last_stream {
             // Not a new stream (RFC 9113 §5.1, §5.1.1).
             return Err(if self.streams.contains_key(&id) {
-                (Reason::StreamClosed, "HEADERS on a stream whose request ended")
+                (
+                    Reason::StreamClosed,
+                    "HEADERS on a stream whose request ended",
+                )
             } else {
                 (Reason::Protocol, "a stream id not above the last one")
             });
@@ -690,12 +693,11 @@ where
             }
             return Ok(());
         }
-        let sealed = self.collect.seal().and_then(|()| {
-            // A request that ends with its head has no body to count.
-            match self.collect.length {
-                Some(n) if end_stream && n != 0 => Err("content-length without DATA"),
-                _ => Ok(()),
-            }
+        // A request that ends with its head has no body to count.
+        let empty_but_sized = end_stream && self.collect.length.is_some_and(|n| n != 0);
+        let sealed = self.collect.seal().and_then(|()| match empty_but_sized {
+            true => Err("content-length without DATA"),
+            false => Ok(()),
         });
         if let Err(why) = sealed {
             tracing::debug!(stream = id, why, "Malformed HTTP/2 request");
