@@ -695,10 +695,10 @@ where
         }
         // A request that ends with its head has no body to count.
         let empty_but_sized = end_stream && self.collect.length.is_some_and(|n| n != 0);
-        let sealed = self.collect.seal().and_then(|()| match empty_but_sized {
-            true => Err("content-length without DATA"),
-            false => Ok(()),
-        });
+        let mut sealed = self.collect.seal();
+        if sealed.is_ok() && empty_but_sized {
+            sealed = Err("content-length without DATA");
+        }
         if let Err(why) = sealed {
             tracing::debug!(stream = id, why, "Malformed HTTP/2 request");
             frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
