@@ -148,6 +148,8 @@ struct Stream {
     blocked: Option<(Bytes, ProxyBody, bool)>,
     /// Cancels the stream's current work.
     abort: Option<AbortHandle>,
+    /// The response head has been sent.
+    answered: bool,
 }
 
 impl Stream {
@@ -330,6 +332,10 @@ struct Connection<'a, S> {
     /// The highest stream id the client has opened.
     last_stream: u32,
     continuing: Option<Continuing>,
+    /// Streams whose bodies wait for the output to drain.
+    parked: Vec<u32>,
+    /// Closes a failed connection whose client does not take the GOAWAY.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The request body of the stream being opened.
     pending_body: Option<mpsc::UnboundedSender<Piece>>,
     /// The window every new stream starts with, from the client's settings.
@@ -376,6 +382,8 @@ where
             last_stream: 0,
             continuing: None,
             pending_body: None,
+            parked: Vec::new(),
+            linger: None,
             peer_initial_window: frame::DEFAULT_WINDOW,
             recv_window: i64::from(CONNECTION_WINDOW),
             unreleased: 0,
@@ -465,6 +473,11 @@ where
                             self.out.buf.clear();
                             self.out.written = 0;
                         }
+                        if !self.parked.is_empty() && self.pending_output() < WRITE_HIGH / 2 {
+                            for id in std::mem::take(&mut self.parked) {
+                                self.unblock(id);
+                            }
+                        }
                         progress = true;
                     }
                     Poll::Ready(_) => return Poll::Ready(()),
@@ -482,6 +495,11 @@ where
                 for (_, mut s) in self.streams.drain() {
                     s.cancel("the client's connection closed");
                 }
+                return Poll::Ready(());
+            }
+            if let Some(linger) = &mut self.linger
+                && linger.as_mut().poll(cx).is_ready()
+            {
                 return Poll::Ready(());
             }
             let finished = self.failed || (self.going_away && self.streams.is_empty());
@@ -827,6 +845,7 @@ where
                 send_window: self.peer_initial_window,
                 blocked: None,
                 abort: Some(handle),
+                answered: false,
             },
         );
     }
@@ -934,9 +953,14 @@ where
         }
         if let Some(mut s) = self.streams.remove(&head.stream) {
             s.cancel("the client reset the stream");
-            self.reset_budget -= 1;
-            if self.reset_budget <= 0 {
-                return Err((Reason::EnhanceYourCalm, "too many streams reset"));
+            // Only streams reset before their answer count: cancelling a
+            // long stream is normal, resetting requests as they are sent
+            // only makes work.
+            if !s.answered {
+                self.reset_budget -= 1;
+                if self.reset_budget <= 0 {
+                    return Err((Reason::EnhanceYourCalm, "too many streams reset"));
+                }
             }
         }
         Ok(())
@@ -1025,6 +1049,8 @@ where
         tracing::debug!(peer = %self.conn.peer, ?reason, why, "HTTP/2 connection error");
         frame::put_goaway(&mut self.out.buf, self.last_stream, reason, why.as_bytes());
         self.failed = true;
+        let linger = self.shared.config.header_read_timeout;
+        self.linger = Some(Box::pin(tokio::time::sleep(linger)));
         for (_, mut s) in self.streams.drain() {
             s.cancel("the connection failed");
         }
@@ -1044,6 +1070,7 @@ where
             return;
         };
         stream.abort = None;
+        stream.answered = true;
         match step {
             Step::Answer(parts, body, first) => {
                 let end = matches!(first, Poll::Ready(None));
@@ -1107,6 +1134,12 @@ where
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        if self.out.buf.len() - self.out.written >= WRITE_HIGH {
+            // The client is not reading: the body waits, not the memory.
+            stream.blocked = Some((Bytes::new(), body, false));
+            self.parked.push(id);
+            return;
+        }
         let work = async move {
             let f = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
             (id, Step::Frame(f, body))

@@ -204,6 +204,12 @@ impl Collect {
             }
             return Ok(());
         }
+        if let (Some(a), Some(host)) = (&self.authority, Fields::first(self, "host"))
+            && !self.bytes(a).eq_ignore_ascii_case(host)
+        {
+            // RFC 9113 §8.3.1: routed by one, forwarded with the other.
+            return Err("a Host that differs from :authority");
+        }
         self.scheme.as_ref().ok_or("no :scheme")?;
         let path = self.bytes(self.path.as_ref().ok_or("no :path")?);
         let asterisk = path == b"*" && *method == Method::OPTIONS;
@@ -397,6 +403,8 @@ mod tests {
         let late = [GET[0], GET[1], ("x", "1"), GET[3]];
         assert!(head(&late).is_err(), "pseudo after regular");
         assert!(head(&[(":method", "GET"), (":scheme", "http"), (":path", "x")]).is_err());
+        assert!(with(("host", "other.test")).is_some(), "Host names another authority");
+        assert!(with(("host", "API.test:8080")).is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod balance;
 mod faults;
 mod grpc;
 mod h1_server;
+mod h2_server;
 mod hostile;
 mod http;
 mod long;
