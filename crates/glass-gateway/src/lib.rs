@@ -2,8 +2,9 @@
 //!
 //! The life of a request, in phases: `listen` accepts (TCP or TLS with
 //! ALPN); `h1_serve` serves HTTP/1.1 requests without a body
-//! from the bytes received and hands anything else to hyper's HTTP/1.1
-//! and HTTP/2 server → `proxy` matches a route in the
+//! from the bytes received and hands any other HTTP/1.1 request to
+//! hyper's server; `h2_serve` serves HTTP/2 (h2c and TLS) itself, with
+//! `hpack` for header compression → `proxy` matches a route in the
 //! current [`table::RouteTable`] (built from the catalog snapshot, swapped
 //! atomically) → `balance` picks a healthy endpoint → `h1` (bodiless
 //! HTTP/1.1 requests, on the gateway's own pool) or `upstream` (hyper's

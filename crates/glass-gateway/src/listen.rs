@@ -234,20 +234,14 @@ fn builder(config: &GatewayConfig) -> auto::Builder<TokioExecutor> {
         // Small heads and bodies: one copy into one buffer beats writev.
         .writev(false)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(config.max_header_bytes as u32)
-        // Dead clients are found by TCP keep-alive (set on accept), not by
-        // HTTP/2 pings: hyper's ping bookkeeping takes a lock and reads
-        // the clock on every frame received.
-        .max_concurrent_streams(1024);
-    builder
+    // HTTP/2 never reaches hyper: `h2_serve` takes it.
+    builder.http1_only()
 }
 
 /// Serves one connection: HTTP/1.1 (cleartext, or TLS without `h2` in
 /// ALPN) on the gateway's own server until a request needs hyper's;
-/// HTTP/2 over TLS on hyper's.
+/// HTTP/2 (an h2c preface, or `h2` in ALPN) on the gateway's own HTTP/2
+/// server.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -289,7 +283,7 @@ async fn serve(
                 match h1_serve::serve(stream, &shared, &conn, &mut draining).await {
                     Ended::Closed => return,
                     Ended::HandOver(io) => {
-                        serve_hyper(io, &builder.http1_only(), &shared, conn, draining).await
+                        serve_hyper(io, &builder, &shared, conn, draining).await
                     }
                 }
             }
@@ -300,8 +294,8 @@ async fn serve(
     }
 }
 
-/// Serves a connection with hyper until it ends; when the gateway drains,
-/// hyper finishes the requests in flight and closes.
+/// Serves an HTTP/1.1 connection with hyper until it ends; when the
+/// gateway drains, hyper finishes the request in flight and closes.
 async fn serve_hyper<I>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
