@@ -282,9 +282,7 @@ async fn serve(
                 // HTTP/1.1 over TLS: the own server first, as in cleartext.
                 match h1_serve::serve(stream, &shared, &conn, &mut draining).await {
                     Ended::Closed => return,
-                    Ended::HandOver(io) => {
-                        serve_hyper(io, &builder, &shared, conn, draining).await
-                    }
+                    Ended::HandOver(io) => serve_hyper(io, &builder, &shared, conn, draining).await,
                 }
             }
         }

@@ -403,7 +403,10 @@ mod tests {
         let late = [GET[0], GET[1], ("x", "1"), GET[3]];
         assert!(head(&late).is_err(), "pseudo after regular");
         assert!(head(&[(":method", "GET"), (":scheme", "http"), (":path", "x")]).is_err());
-        assert!(with(("host", "other.test")).is_some(), "Host names another authority");
+        assert!(
+            with(("host", "other.test")).is_some(),
+            "Host names another authority"
+        );
         assert!(with(("host", "API.test:8080")).is_none());
     }
 
