@@ -1198,3 +1198,126 @@ where
 async fn first_frame(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(window: i64) -> Output {
+        Output {
+            buf: Vec::new(),
+            written: 0,
+            encoder: hpack::Encoder::new(),
+            window,
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            name: Vec::new(),
+        }
+    }
+
+    fn stream(send_window: i64) -> Stream {
+        Stream {
+            body: None,
+            remote_open: false,
+            recv_window: 0,
+            unreleased: 0,
+            length: None,
+            received: 0,
+            send_window,
+            blocked: None,
+            abort: None,
+            answered: true,
+        }
+    }
+
+    /// The frames in `buf`, as (header, payload).
+    fn frames(mut buf: &[u8]) -> Vec<(Head, Vec<u8>)> {
+        let mut all = Vec::new();
+        while !buf.is_empty() {
+            let head = Head::parse(buf);
+            let end = frame::HEADER_LEN + head.len;
+            all.push((head, buf[frame::HEADER_LEN..end].to_vec()));
+            buf = &buf[end..];
+        }
+        all
+    }
+
+    #[test]
+    fn a_head_larger_than_a_frame_goes_on_in_continuations() {
+        let mut out = output(0);
+        let mut fields = HeaderMap::new();
+        let big = "v".repeat(40_000);
+        fields.insert("x-big", http::HeaderValue::from_str(&big).unwrap());
+        fields.insert("connection", http::HeaderValue::from_static("close"));
+        out.headers(7, Some(200), &fields, true);
+        let frames = frames(&out.buf);
+        let kinds: Vec<u8> = frames.iter().map(|(h, _)| h.kind).collect();
+        assert_eq!(
+            kinds,
+            [kind::HEADERS, kind::CONTINUATION, kind::CONTINUATION]
+        );
+        let (first, last) = (&frames[0].0, &frames[2].0);
+        assert!(first.has(flag::END_STREAM) && !first.has(flag::END_HEADERS));
+        assert!(last.has(flag::END_HEADERS) && !frames[1].0.has(flag::END_HEADERS));
+        assert!(
+            frames
+                .iter()
+                .all(|(h, p)| h.stream == 7 && p.len() <= 16_384)
+        );
+        let block: Vec<u8> = frames.iter().flat_map(|(_, p)| p.clone()).collect();
+        let mut decoded = Vec::new();
+        hpack::Decoder::new(4096)
+            .decode(&block, 1 << 20, |n, v| {
+                decoded.push((n.to_vec(), v.to_vec()))
+            })
+            .unwrap();
+        // `connection` has no place in HTTP/2: left out.
+        assert_eq!(
+            decoded,
+            [
+                (b":status".to_vec(), b"200".to_vec()),
+                (b"x-big".to_vec(), big.into_bytes())
+            ]
+        );
+    }
+
+    #[test]
+    fn data_stops_at_the_smaller_window_and_ends_the_stream_last() {
+        let mut out = output(50_000);
+        let mut s = stream(20_000);
+        let mut data = Bytes::from(vec![b'x'; 40_000]);
+        assert!(
+            !out.data(1, &mut s, &mut data, true),
+            "the stream window is short"
+        );
+        let sent = frames(&out.buf);
+        let sizes: Vec<usize> = sent.iter().map(|(h, _)| h.len).collect();
+        assert_eq!(sizes, [16_384, 3_616]);
+        assert!(sent.iter().all(|(h, _)| !h.has(flag::END_STREAM)));
+        assert_eq!((data.len(), s.send_window, out.window), (20_000, 0, 30_000));
+
+        out.buf.clear();
+        s.send_window += 100_000;
+        assert!(out.data(1, &mut s, &mut data, true));
+        let sent = frames(&out.buf);
+        let ends: Vec<(usize, bool)> = sent
+            .iter()
+            .map(|(h, _)| (h.len, h.has(flag::END_STREAM)))
+            .collect();
+        assert_eq!(ends, [(16_384, false), (3_616, true)]);
+        assert_eq!(out.window, 10_000);
+
+        out.buf.clear();
+        let mut more = Bytes::from(vec![b'y'; 15_000]);
+        assert!(
+            !out.data(3, &mut s, &mut more, false),
+            "the connection window is short"
+        );
+        assert_eq!((more.len(), out.window), (5_000, 0));
+        out.buf.clear();
+        let mut empty = Bytes::new();
+        assert!(out.data(1, &mut s, &mut empty, true));
+        let end = frames(&out.buf);
+        assert_eq!(end.len(), 1);
+        assert!(end[0].0.has(flag::END_STREAM) && end[0].0.len == 0);
+    }
+}
