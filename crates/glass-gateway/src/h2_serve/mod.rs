@@ -1,28 +1,35 @@
 //! The gateway's own HTTP/2 server: h2c with prior knowledge, and TLS
 //! with `h2` chosen in ALPN.
 //!
-//! One task per connection does everything: it reads frames, decodes
-//! header blocks (`hpack`) into requests for the same `proxy::handle` the
-//! HTTP/1.1 servers call, polls each stream's work in a
-//! `FuturesUnordered` (no task spawned per stream), and writes response
-//! frames into one buffer that leaves in as few writes as the socket
-//! takes. Flow control works both ways: request bodies return their
-//! credit once the upstream has taken the bytes, response bodies are read
-//! only while the client has window for them. A general-purpose server
-//! (a task and a shared, locked stream store per stream, a second copy of
-//! every field map) cost more than the rest of the proxy together on
-//! small requests; the protocol itself is small.
+//! One task per connection does everything: it reads frames (`frame`),
+//! decodes header blocks (`hpack`) into a reused, checked field list
+//! (`request`), starts each stream's work (`work`: the own HTTP/1.1
+//! upstream path straight from the field list for a bodiless request to
+//! an HTTP/1.1 upstream, `proxy::handle` for any other), polls that work
+//! in a `FuturesUnordered` (no task spawned per stream), and gathers the
+//! response frames in one buffer (`output`) that leaves in as few writes
+//! as the socket takes. Flow control works both ways (`stream`, `body`):
+//! request bodies return their credit once the upstream has taken the
+//! bytes, response bodies are read only while the client has window for
+//! them and is reading. A general-purpose server (a task and a shared,
+//! locked stream store per stream, every field map built twice) cost
+//! more than the rest of the proxy together on small requests; the
+//! protocol itself is small.
 //!
 //! Limits and defences: header lists over `max_header_bytes` or with more
 //! than `max_headers` fields get 431; a header block is cut off after
 //! 64 CONTINUATION frames or twice the header limit; at most 1024
-//! concurrent streams; a client that resets streams faster than it lets
-//! them finish (rapid reset) gets GOAWAY(ENHANCE_YOUR_CALM); the server
-//! stops reading while 256 KiB of its output is unread by the client.
+//! concurrent streams; a client that resets streams before their answer
+//! faster than it lets them finish (rapid reset) gets
+//! GOAWAY(ENHANCE_YOUR_CALM); while 256 KiB of output is unread by the
+//! client, the server reads neither requests nor response bodies.
 
 mod body;
 mod frame;
+mod output;
 mod request;
+mod stream;
+mod work;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -33,7 +40,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::{HeaderMap, Request, Version};
+use http::HeaderMap;
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -41,13 +48,13 @@ use tokio::sync::{mpsc, watch};
 pub(crate) use body::RequestBody;
 use body::{Piece, Releases};
 use frame::{Head, Reason, flag, kind};
+use output::Output;
+use stream::Stream;
+use work::{Step, Work, WorkFuture};
 
-use crate::body::{BoxError, ClientBody, ProxyBody};
+use crate::body::{BoxError, ProxyBody};
 use crate::hpack;
-use crate::proxy::{self, Conn, Exchange, Keys, RawAnswer, Shared};
-use crate::table::RouteEntry;
-use crate::{h1, upstream_head};
-use glass_model::UpstreamProtocol;
+use crate::proxy::{Conn, Shared};
 
 /// Streams a client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -63,37 +70,6 @@ const MAX_CONTINUATIONS: usize = 64;
 const RESET_BUDGET: i64 = 200;
 /// Bytes read at a time.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// The work of one stream, polled by the connection: it ends with the
-/// next thing to send.
-type Work = Abortable<WorkFuture>;
-type WorkFuture = Pin<Box<dyn Future<Output = (u32, Step)> + Send>>;
-
-enum Step {
-    /// The response head, and the body's first frame if it was ready.
-    Answer(
-        http::response::Parts,
-        ProxyBody,
-        Poll<Option<Result<Frame<Bytes>, BoxError>>>,
-    ),
-    /// The upstream's head as received on the own HTTP/1.1 path, and the
-    /// body's first frame if it was ready.
-    Raw(
-        Box<RawResponse>,
-        ProxyBody,
-        Poll<Option<Result<Frame<Bytes>, BoxError>>>,
-    ),
-    /// The body's next frame.
-    Frame(Option<Result<Frame<Bytes>, BoxError>>, ProxyBody),
-}
-
-/// An upstream's response head and what the gateway adds to it.
-struct RawResponse {
-    head: h1::RawHead,
-    entry: Arc<RouteEntry>,
-    request_id: http::HeaderValue,
-    cookie: Option<http::HeaderValue>,
-}
 
 /// Serves HTTP/2 on `io` until the connection ends. `io` starts with the
 /// client's preface (already read bytes may be in front of it).
@@ -129,40 +105,6 @@ pub(crate) async fn serve<S>(
     let _ = c.io.shutdown().await;
 }
 
-/// A stream the client opened and the server has not finished.
-struct Stream {
-    /// Where the request body's pieces go, while the client still sends.
-    body: Option<mpsc::UnboundedSender<Piece>>,
-    /// The client has not ended its side.
-    remote_open: bool,
-    /// Bytes the client may still send on this stream.
-    recv_window: i64,
-    /// Credit taken by the body and not yet returned.
-    unreleased: u32,
-    length: Option<u64>,
-    received: u64,
-    /// Bytes the server may still send.
-    send_window: i64,
-    /// Response data waiting for window, the body it came from, and
-    /// whether that body has ended.
-    blocked: Option<(Bytes, ProxyBody, bool)>,
-    /// Cancels the stream's current work.
-    abort: Option<AbortHandle>,
-    /// The response head has been sent.
-    answered: bool,
-}
-
-impl Stream {
-    fn cancel(&mut self, why: &'static str) {
-        if let Some(a) = self.abort.take() {
-            a.abort();
-        }
-        if let Some(body) = self.body.take() {
-            let _ = body.send(Piece::Broken(why));
-        }
-    }
-}
-
 /// A header block split over CONTINUATION frames, being gathered.
 struct Continuing {
     stream: u32,
@@ -171,149 +113,6 @@ struct Continuing {
     frames: usize,
     /// The stream was made to depend on itself (a stream error).
     self_dependent: bool,
-}
-
-/// What the server writes: frames gathered in one buffer, and the send
-/// side's flow-control state.
-struct Output {
-    buf: Vec<u8>,
-    /// How much of `buf` is written.
-    written: usize,
-    encoder: hpack::Encoder,
-    /// Connection-level window for DATA the server sends.
-    window: i64,
-    max_frame: usize,
-    /// A field name, lowercased.
-    name: Vec<u8>,
-}
-
-impl Output {
-    /// Writes a header block as HEADERS (and CONTINUATION frames if it is
-    /// larger than the client's frame size): `status` for a response head,
-    /// `None` for trailers.
-    fn headers(&mut self, stream: u32, status: Option<u16>, fields: &HeaderMap, end: bool) {
-        let start = self.begin_block();
-        match status {
-            Some(s) => self.encoder.status(&mut self.buf, s),
-            None => self.encoder.trailers(&mut self.buf),
-        }
-        for (name, value) in fields {
-            let name = name.as_str().as_bytes();
-            // Connection-specific fields have no place in HTTP/2.
-            if matches!(
-                name,
-                b"connection"
-                    | b"keep-alive"
-                    | b"proxy-connection"
-                    | b"transfer-encoding"
-                    | b"upgrade"
-            ) {
-                continue;
-            }
-            self.encoder
-                .field(&mut self.buf, name, value.as_bytes(), value.is_sensitive());
-        }
-        self.end_block(start, stream, end);
-    }
-
-    /// The head of an upstream's response on the own HTTP/1.1 path,
-    /// written from its bytes with the same fields passed on as for an
-    /// HTTP/1.1 client.
-    fn raw_headers(&mut self, stream: u32, r: &RawResponse, end: bool) {
-        let start = self.begin_block();
-        self.encoder.status(&mut self.buf, r.head.status.as_u16());
-        for (name, value) in proxy::passed_on(&r.head, &r.entry) {
-            // HTTP/2 field names are lowercase.
-            self.name.clear();
-            self.name.extend(name.iter().map(u8::to_ascii_lowercase));
-            self.encoder.field(&mut self.buf, &self.name, value, false);
-        }
-        for (name, value) in r.entry.response_edits.added() {
-            let name = name.as_str().as_bytes();
-            self.encoder
-                .field(&mut self.buf, name, value.as_bytes(), value.is_sensitive());
-        }
-        // Unique per response: never indexed.
-        let id = r.request_id.as_bytes();
-        self.encoder.field(&mut self.buf, b"x-request-id", id, true);
-        if let Some(cookie) = &r.cookie {
-            self.encoder
-                .field(&mut self.buf, b"set-cookie", cookie.as_bytes(), false);
-        }
-        self.end_block(start, stream, end);
-    }
-
-    /// Room for the frame header of a header block written next.
-    fn begin_block(&mut self) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; frame::HEADER_LEN]);
-        start
-    }
-
-    /// Frames the header block written since `start`: one HEADERS frame,
-    /// or HEADERS and CONTINUATION frames if it is larger than the
-    /// client's frame size.
-    fn end_block(&mut self, start: usize, stream: u32, end: bool) {
-        let end_flag = if end { flag::END_STREAM } else { 0 };
-        let len = self.buf.len() - start - frame::HEADER_LEN;
-        if len <= self.max_frame {
-            let head = frame::head_bytes(len, kind::HEADERS, end_flag | flag::END_HEADERS, stream);
-            self.buf[start..start + frame::HEADER_LEN].copy_from_slice(&head);
-            return;
-        }
-        let block = self.buf.split_off(start + frame::HEADER_LEN);
-        self.buf.truncate(start);
-        let mut chunks = block.chunks(self.max_frame).peekable();
-        let mut first = true;
-        while let Some(chunk) = chunks.next() {
-            let last = chunks.peek().is_none();
-            let (k, mut flags) = if first {
-                (kind::HEADERS, end_flag)
-            } else {
-                (kind::CONTINUATION, 0)
-            };
-            if last {
-                flags |= flag::END_HEADERS;
-            }
-            frame::put_head(&mut self.buf, chunk.len(), k, flags, stream);
-            self.buf.extend_from_slice(chunk);
-            first = false;
-        }
-    }
-
-    /// Sends as much of `data` as the windows allow, the last frame with
-    /// END_STREAM if `end`; true when all of it went.
-    fn data(&mut self, id: u32, stream: &mut Stream, data: &mut Bytes, end: bool) -> bool {
-        let end_flag = if end { flag::END_STREAM } else { 0 };
-        if data.is_empty() {
-            if end {
-                frame::put_head(&mut self.buf, 0, kind::DATA, end_flag, id);
-            }
-            return true;
-        }
-        loop {
-            let allowed = self.window.min(stream.send_window).max(0) as usize;
-            let n = data.len().min(allowed).min(self.max_frame);
-            if n == 0 {
-                return false;
-            }
-            let last = n == data.len();
-            frame::put_head(
-                &mut self.buf,
-                n,
-                kind::DATA,
-                if last { end_flag } else { 0 },
-                id,
-            );
-            self.buf.extend_from_slice(&data[..n]);
-            data.advance(n);
-            self.window -= n as i64;
-            stream.send_window -= n as i64;
-            if last {
-                return true;
-            }
-        }
-    }
 }
 
 struct Connection<'a, S> {
@@ -336,8 +135,6 @@ struct Connection<'a, S> {
     parked: Vec<u32>,
     /// Closes a failed connection whose client does not take the GOAWAY.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The request body of the stream being opened.
-    pending_body: Option<mpsc::UnboundedSender<Piece>>,
     /// The window every new stream starts with, from the client's settings.
     peer_initial_window: i64,
     /// Connection-level bytes the client may still send, and credit taken
@@ -381,7 +178,6 @@ where
             released,
             last_stream: 0,
             continuing: None,
-            pending_body: None,
             parked: Vec::new(),
             linger: None,
             peer_initial_window: frame::DEFAULT_WINDOW,
@@ -722,10 +518,14 @@ where
             frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
             return Ok(());
         }
-        let work = match self.raw_work(id, end_stream) {
-            Some(work) => work,
+        let (shared, conn) = (self.shared, self.conn);
+        let (work, body) = match work::raw(&self.collect, shared, conn, id, end_stream) {
+            Some(work) => (work, None),
             None => match self.collect.head() {
-                Ok(head) => self.general_work(id, head, end_stream),
+                Ok(head) => {
+                    let length = self.collect.length;
+                    work::general(head, length, shared, conn, &self.releases, id, end_stream)
+                }
                 Err(why) => {
                     tracing::debug!(stream = id, why, "Malformed HTTP/2 request");
                     frame::put_rst(&mut self.out.buf, id, Reason::Protocol);
@@ -733,110 +533,24 @@ where
                 }
             },
         };
-        self.open(id, work, end_stream);
+        self.open(id, work, body, end_stream);
         Ok(())
     }
 
-    /// The work for the common request — no body, routed to an HTTP/1.1
-    /// upstream — on the own HTTP/1.1 path: the upstream head is encoded
-    /// from the decoded fields, the response head from the upstream's
-    /// bytes; no `HeaderMap` either way.
-    fn raw_work(&mut self, id: u32, end_stream: bool) -> Option<WorkFuture> {
-        let c = &self.collect;
-        if !end_stream || !c.plain() || *c.method() == http::Method::CONNECT {
-            return None;
-        }
-        let host = c.host_name();
-        let entry = self
-            .shared
-            .table
-            .load()
-            .find(&host, c.path(), c.method(), c)
-            .filter(|e| e.route.protocol == UpstreamProtocol::Http1)
-            .cloned()?;
-        let target = c.path_and_query()?;
-        let (shared, conn) = (self.shared.clone(), self.conn.clone());
-        let method = c.method().clone();
-        let mut exchange = Exchange::start(
-            method.clone(),
-            host,
-            http::Uri::from(target),
-            "HTTP/2",
-            &conn,
-            Some(&entry),
-        );
-        let mut encoded = Vec::with_capacity(512);
-        upstream_head::encode(&mut encoded, c, &entry, &shared, &conn, &mut exchange);
-        let keys = Keys::of(&entry, c);
-        Some(Box::pin(async move {
-            let answer = proxy::forward_raw(
-                &shared,
-                &conn,
-                &entry,
-                &method,
-                &encoded,
-                &keys,
-                &mut exchange,
-            )
-            .await;
-            match answer {
-                RawAnswer::Upstream {
-                    head,
-                    mut body,
-                    request_id,
-                    cookie,
-                } => {
-                    let first = first_frame(&mut body).await;
-                    let r = RawResponse {
-                        head,
-                        entry,
-                        request_id,
-                        cookie,
-                    };
-                    (id, Step::Raw(Box::new(r), body, first))
-                }
-                RawAnswer::Made(resp) => {
-                    let (parts, mut body) = resp.into_parts();
-                    let first = first_frame(&mut body).await;
-                    (id, Step::Answer(parts, body, first))
-                }
-            }
-        }))
-    }
-
-    /// The work for any other request: the general path, as for hyper's
-    /// HTTP/1.1 server.
-    fn general_work(&mut self, id: u32, head: request::Head, end_stream: bool) -> WorkFuture {
-        let body = if end_stream {
-            ClientBody::Empty
-        } else {
-            let (b, tx) = RequestBody::new(id, self.collect.length, self.releases.clone());
-            self.pending_body = Some(tx);
-            ClientBody::H2(b)
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = Version::HTTP_2;
-        *req.headers_mut() = head.headers;
-        let shared = self.shared.clone();
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            let Ok(resp) = proxy::handle(shared, conn, req).await;
-            let (parts, mut body) = resp.into_parts();
-            let first = first_frame(&mut body).await;
-            (id, Step::Answer(parts, body, first))
-        })
-    }
-
     /// Opens a stream for a request and starts its work.
-    fn open(&mut self, id: u32, work: WorkFuture, end_stream: bool) {
+    fn open(
+        &mut self,
+        id: u32,
+        work: WorkFuture,
+        body: Option<mpsc::UnboundedSender<Piece>>,
+        end_stream: bool,
+    ) {
         let (handle, registration) = AbortHandle::new_pair();
         self.work.push(Abortable::new(work, registration));
         self.streams.insert(
             id,
             Stream {
-                body: self.pending_body.take(),
+                body,
                 remote_open: !end_stream,
                 recv_window: i64::from(STREAM_WINDOW),
                 unreleased: 0,
@@ -1130,7 +844,7 @@ where
     }
 
     /// Polls the body for its next frame as the stream's work.
-    fn next_frame(&mut self, id: u32, mut body: ProxyBody) {
+    fn next_frame(&mut self, id: u32, body: ProxyBody) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
@@ -1140,13 +854,10 @@ where
             self.parked.push(id);
             return;
         }
-        let work = async move {
-            let f = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            (id, Step::Frame(f, body))
-        };
         let (handle, registration) = AbortHandle::new_pair();
         stream.abort = Some(handle);
-        self.work.push(Abortable::new(Box::pin(work), registration));
+        self.work
+            .push(Abortable::new(work::next_frame(id, body), registration));
     }
 
     /// The response is complete.
@@ -1191,133 +902,5 @@ where
         for id in blocked {
             self.unblock(id);
         }
-    }
-}
-
-/// The body's first frame if it is ready now, without waiting.
-async fn first_frame(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-    poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn output(window: i64) -> Output {
-        Output {
-            buf: Vec::new(),
-            written: 0,
-            encoder: hpack::Encoder::new(),
-            window,
-            max_frame: frame::DEFAULT_MAX_FRAME,
-            name: Vec::new(),
-        }
-    }
-
-    fn stream(send_window: i64) -> Stream {
-        Stream {
-            body: None,
-            remote_open: false,
-            recv_window: 0,
-            unreleased: 0,
-            length: None,
-            received: 0,
-            send_window,
-            blocked: None,
-            abort: None,
-            answered: true,
-        }
-    }
-
-    /// The frames in `buf`, as (header, payload).
-    fn frames(mut buf: &[u8]) -> Vec<(Head, Vec<u8>)> {
-        let mut all = Vec::new();
-        while !buf.is_empty() {
-            let head = Head::parse(buf);
-            let end = frame::HEADER_LEN + head.len;
-            all.push((head, buf[frame::HEADER_LEN..end].to_vec()));
-            buf = &buf[end..];
-        }
-        all
-    }
-
-    #[test]
-    fn a_head_larger_than_a_frame_goes_on_in_continuations() {
-        let mut out = output(0);
-        let mut fields = HeaderMap::new();
-        let big = "v".repeat(40_000);
-        fields.insert("x-big", http::HeaderValue::from_str(&big).unwrap());
-        fields.insert("connection", http::HeaderValue::from_static("close"));
-        out.headers(7, Some(200), &fields, true);
-        let frames = frames(&out.buf);
-        let kinds: Vec<u8> = frames.iter().map(|(h, _)| h.kind).collect();
-        assert_eq!(
-            kinds,
-            [kind::HEADERS, kind::CONTINUATION, kind::CONTINUATION]
-        );
-        let (first, last) = (&frames[0].0, &frames[2].0);
-        assert!(first.has(flag::END_STREAM) && !first.has(flag::END_HEADERS));
-        assert!(last.has(flag::END_HEADERS) && !frames[1].0.has(flag::END_HEADERS));
-        assert!(
-            frames
-                .iter()
-                .all(|(h, p)| h.stream == 7 && p.len() <= 16_384)
-        );
-        let block: Vec<u8> = frames.iter().flat_map(|(_, p)| p.clone()).collect();
-        let mut decoded = Vec::new();
-        hpack::Decoder::new(4096)
-            .decode(&block, 1 << 20, |n, v| {
-                decoded.push((n.to_vec(), v.to_vec()))
-            })
-            .unwrap();
-        // `connection` has no place in HTTP/2: left out.
-        assert_eq!(
-            decoded,
-            [
-                (b":status".to_vec(), b"200".to_vec()),
-                (b"x-big".to_vec(), big.into_bytes())
-            ]
-        );
-    }
-
-    #[test]
-    fn data_stops_at_the_smaller_window_and_ends_the_stream_last() {
-        let mut out = output(50_000);
-        let mut s = stream(20_000);
-        let mut data = Bytes::from(vec![b'x'; 40_000]);
-        assert!(
-            !out.data(1, &mut s, &mut data, true),
-            "the stream window is short"
-        );
-        let sent = frames(&out.buf);
-        let sizes: Vec<usize> = sent.iter().map(|(h, _)| h.len).collect();
-        assert_eq!(sizes, [16_384, 3_616]);
-        assert!(sent.iter().all(|(h, _)| !h.has(flag::END_STREAM)));
-        assert_eq!((data.len(), s.send_window, out.window), (20_000, 0, 30_000));
-
-        out.buf.clear();
-        s.send_window += 100_000;
-        assert!(out.data(1, &mut s, &mut data, true));
-        let sent = frames(&out.buf);
-        let ends: Vec<(usize, bool)> = sent
-            .iter()
-            .map(|(h, _)| (h.len, h.has(flag::END_STREAM)))
-            .collect();
-        assert_eq!(ends, [(16_384, false), (3_616, true)]);
-        assert_eq!(out.window, 10_000);
-
-        out.buf.clear();
-        let mut more = Bytes::from(vec![b'y'; 15_000]);
-        assert!(
-            !out.data(3, &mut s, &mut more, false),
-            "the connection window is short"
-        );
-        assert_eq!((more.len(), out.window), (5_000, 0));
-        out.buf.clear();
-        let mut empty = Bytes::new();
-        assert!(out.data(1, &mut s, &mut empty, true));
-        let end = frames(&out.buf);
-        assert_eq!(end.len(), 1);
-        assert!(end[0].0.has(flag::END_STREAM) && end[0].0.len == 0);
     }
 }
