@@ -268,6 +268,10 @@ where
                         if self.out.written == self.out.buf.len() {
                             self.out.buf.clear();
                             self.out.written = 0;
+                            // A burst's buffer is not kept by an idle connection.
+                            if self.out.buf.capacity() > 4 * READ_CHUNK {
+                                self.out.buf.shrink_to(READ_CHUNK);
+                            }
                         }
                         if !self.parked.is_empty() && self.pending_output() < WRITE_HIGH / 2 {
                             for id in std::mem::take(&mut self.parked) {
