@@ -133,6 +133,8 @@ struct Connection<'a, S> {
     continuing: Option<Continuing>,
     /// Streams whose bodies wait for the output to drain.
     parked: Vec<u32>,
+    /// Written since the last completed flush.
+    unflushed: bool,
     /// Closes a failed connection whose client does not take the GOAWAY.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The window every new stream starts with, from the client's settings.
@@ -179,6 +181,7 @@ where
             last_stream: 0,
             continuing: None,
             parked: Vec::new(),
+            unflushed: false,
             linger: None,
             peer_initial_window: frame::DEFAULT_WINDOW,
             recv_window: i64::from(CONNECTION_WINDOW),
@@ -278,16 +281,19 @@ where
                                 self.unblock(id);
                             }
                         }
+                        self.unflushed = true;
                         progress = true;
                     }
                     Poll::Ready(_) => return Poll::Ready(()),
                     Poll::Pending => {}
                 }
-                if self.pending_output() == 0 {
-                    // TLS keeps records until flushed.
-                    if let Poll::Ready(Err(_)) = Pin::new(&mut self.io).poll_flush(cx) {
-                        return Poll::Ready(());
-                    }
+            }
+            if self.unflushed && self.pending_output() == 0 {
+                // TLS keeps records until flushed (and may need to wait).
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
                 }
             }
             if self.peer_gone {
@@ -303,7 +309,7 @@ where
                 return Poll::Ready(());
             }
             let finished = self.failed || (self.going_away && self.streams.is_empty());
-            if finished && self.pending_output() == 0 {
+            if finished && self.pending_output() == 0 && !self.unflushed {
                 return Poll::Ready(());
             }
             if !progress {

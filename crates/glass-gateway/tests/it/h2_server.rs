@@ -1291,14 +1291,14 @@ async fn gateway(upstream: SocketAddr) -> Glass {
 }
 
 /// `n` bytes that show where each one belongs.
-fn pattern(n: usize) -> Vec<u8> {
+pub(crate) fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
 /// An HTTP/1.1 upstream for byte-exact checks: `/echo` answers with the
 /// request body as received, `/bytes/N` with N bytes of [`pattern`];
 /// counts requests.
-async fn bytes_backend() -> Backend {
+pub(crate) async fn bytes_backend() -> Backend {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));

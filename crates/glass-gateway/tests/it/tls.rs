@@ -160,3 +160,83 @@ async fn certificates_reload_when_the_directory_changes() {
         .expect("a.test still served");
     g.stop().await;
 }
+
+/// Large bodies both ways over HTTP/2 on TLS, the download read slowly:
+/// flow control, the server's output buffering and TLS record flushing
+/// together deliver every byte, in order.
+#[tokio::test]
+async fn large_bodies_over_tls_h2_arrive_whole() {
+    use http_body_util::BodyExt;
+
+    const DOWN: usize = 3_000_000;
+    const UP: usize = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert(dir.path(), "a.test");
+    let backend = crate::h2_server::bytes_backend().await;
+    let mut g = Glass::start_with(glass_gateway::GatewayConfig {
+        tls_addr: Some("127.0.0.1:0".parse().unwrap()),
+        tls_dir: Some(dir.path().to_owned()),
+        ..config()
+    })
+    .await;
+    g.route(static_route("big", &[backend.addr], json!({})))
+        .publish()
+        .await;
+    let tcp = TcpStream::connect(g.tls_addr.unwrap()).await.unwrap();
+    let tls = connector(&[&a], b"h2")
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+
+    let req = get(&format!("https://a.test/bytes/{DOWN}"))
+        .body(empty())
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("the head in time")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut down = resp.into_body();
+    let mut got = Vec::with_capacity(DOWN);
+    let mut frames = 0;
+    let read = async {
+        while let Some(frame) = down.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                got.extend_from_slice(&data);
+            }
+            frames += 1;
+            if frames % 8 == 0 {
+                // A slow reader: the gateway's output backs up meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .expect("the whole body in time");
+    assert_eq!(got.len(), DOWN);
+    assert!(got == crate::h2_server::pattern(DOWN), "the bytes differ");
+
+    let up = crate::h2_server::pattern(UP);
+    let req = http::Request::post("https://a.test/echo")
+        .body(body(up.clone()))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    })
+    .await
+    .expect("the echo in time");
+    assert!(
+        resp[..] == up[..],
+        "the echo differs ({} bytes)",
+        resp.len()
+    );
+    g.stop().await;
+}
