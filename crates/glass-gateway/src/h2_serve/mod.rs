@@ -795,31 +795,29 @@ where
         };
         stream.abort = None;
         stream.answered = true;
-        match step {
+        // A head ends the stream itself when the body had nothing at all.
+        let (body, next) = match step {
             Step::Answer(parts, body, first) => {
                 let end = matches!(first, Poll::Ready(None));
-                self.out
-                    .headers(id, Some(parts.status.as_u16()), &parts.headers, end);
-                match first {
-                    Poll::Ready(None) => self.response_ended(id),
-                    Poll::Ready(Some(f)) => self.body_frame(id, f, body),
-                    Poll::Pending => self.next_frame(id, body),
-                }
+                let status = Some(parts.status.as_u16());
+                self.out.headers(id, status, &parts.headers, end);
+                (body, first)
             }
             Step::Raw(r, body, first) => {
-                let end = matches!(first, Poll::Ready(None));
-                self.out.raw_headers(id, &r, end);
-                match first {
-                    Poll::Ready(None) => self.response_ended(id),
-                    Poll::Ready(Some(f)) => self.body_frame(id, f, body),
-                    Poll::Pending => self.next_frame(id, body),
-                }
+                self.out
+                    .raw_headers(id, &r, matches!(first, Poll::Ready(None)));
+                (body, first)
             }
-            Step::Frame(Some(f), body) => self.body_frame(id, f, body),
+            Step::Frame(Some(f), body) => (body, Poll::Ready(Some(f))),
             Step::Frame(None, _) => {
                 frame::put_head(&mut self.out.buf, 0, kind::DATA, flag::END_STREAM, id);
-                self.response_ended(id);
+                return self.response_ended(id);
             }
+        };
+        match next {
+            Poll::Ready(None) => self.response_ended(id),
+            Poll::Ready(Some(f)) => self.body_frame(id, f, body),
+            Poll::Pending => self.next_frame(id, body),
         }
     }
 
@@ -832,18 +830,13 @@ where
             }
         };
         match frame.into_data() {
-            Ok(mut data) => {
+            Ok(data) => {
                 let end = body.is_end_stream();
                 let Some(stream) = self.streams.get_mut(&id) else {
                     return;
                 };
-                if !self.out.data(id, stream, &mut data, end) {
-                    stream.blocked = Some((data, body, end));
-                } else if end {
-                    self.response_ended(id);
-                } else {
-                    self.next_frame(id, body);
-                }
+                stream.blocked = Some((data, body, end));
+                self.unblock(id);
             }
             Err(frame) => {
                 let trailers = frame.into_trailers().unwrap_or_default();
@@ -855,10 +848,11 @@ where
 
     /// Polls the body for its next frame as the stream's work.
     fn next_frame(&mut self, id: u32, body: ProxyBody) {
+        let backed_up = self.pending_output() >= WRITE_HIGH;
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if self.out.buf.len() - self.out.written >= WRITE_HIGH {
+        if backed_up {
             // The client is not reading: the body waits, not the memory.
             stream.blocked = Some((Bytes::new(), body, false));
             self.parked.push(id);
@@ -883,6 +877,8 @@ where
         }
     }
 
+    /// Sends the stream's waiting data as far as the windows allow; then
+    /// ends the response or asks the body for more.
     fn unblock(&mut self, id: u32) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;

@@ -2698,6 +2698,41 @@ async fn rapid_reset_does_not_stop_the_server() {
     g.stop().await;
 }
 
+/// Cancelling streams that were already answered (a client giving up on
+/// long responses) is not rapid reset: more of them than the server lets
+/// a client reset unanswered do not end the connection.
+#[tokio::test]
+async fn cancelling_answered_streams_is_not_rapid_reset() {
+    const STREAMS: u32 = 300;
+    let b = http_backend("b").await;
+    let g = gateway(b.addr).await;
+    let mut h = H2::open(g.addr).await;
+    let ids: Vec<u32> = (0..STREAMS).map(|i| 1 + 2 * i).collect();
+    let mut burst = Vec::new();
+    for &id in &ids {
+        // The head at once, the body's chunks 2 s apart.
+        burst.extend(get_frame(id, &format!("/long{id}/drip/2000")));
+    }
+    h.send(&burst).await;
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < ids.len() {
+        let f = h.until("the response heads", |f| f.kind == HEADERS).await;
+        answered.insert(f.stream);
+    }
+    let mut resets = Vec::new();
+    for &id in &ids {
+        resets.extend(rst_stream(id, CANCEL));
+    }
+    h.send(&resets).await;
+    let next = 1 + 2 * STREAMS;
+    h.send(&get_frame(next, "/after")).await;
+    let r = h.replies(&[next]).await.remove(&next).unwrap();
+    assert_eq!(r.status, Some(200), "{r:?}; GOAWAYs {:?}", h.goaways);
+    assert!(h.goaways.is_empty(), "GOAWAYs {:?}", h.goaways);
+    assert_no_panic();
+    g.stop().await;
+}
+
 #[tokio::test]
 async fn max_concurrent_streams_is_enforced() {
     let b = bytes_backend().await;
