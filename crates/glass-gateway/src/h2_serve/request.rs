@@ -248,14 +248,7 @@ impl Collect {
 
     /// The head as the general path takes it.
     pub(crate) fn head(&self) -> Result<Head, &'static str> {
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
-        for (n, v) in &self.fields {
-            let name =
-                HeaderName::from_bytes(self.bytes(n)).map_err(|_| "an invalid field name")?;
-            let value =
-                HeaderValue::from_bytes(self.bytes(v)).map_err(|_| "an invalid field value")?;
-            headers.append(name, value);
-        }
+        let headers = self.map()?;
         let method = self.method().clone();
         let uri = if method == Method::CONNECT {
             // Authority form; the gateway refuses it with a 400 later.
@@ -281,9 +274,14 @@ impl Collect {
 
     /// The trailer fields, or why they are malformed.
     pub(crate) fn trailer_map(&self) -> Result<HeaderMap, &'static str> {
-        if let Some(why) = self.malformed {
-            return Err(why);
+        match self.malformed {
+            Some(why) => Err(why),
+            None => self.map(),
         }
+    }
+
+    /// The regular fields as a `HeaderMap`.
+    fn map(&self) -> Result<HeaderMap, &'static str> {
         let mut map = HeaderMap::with_capacity(self.fields.len());
         for (n, v) in &self.fields {
             let name =
